@@ -1,0 +1,145 @@
+//! A running Raft member: openraft over the sled log store and the cluster state machine.
+//!
+//! [`ClusterNode::open`] opens the node's Raft storage under `{data}/raft/`, starts openraft and,
+//! when asked to bootstrap a fresh store, initializes a single-voter cluster containing only this
+//! node. Writes go through [`ClusterNode::write`], which maps openraft's errors onto
+//! [`WriteError`] kinds a caller can act on (retry later, forward to the leader, give up).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use camrec_cluster_core::state::{Command, Response};
+use camrec_storage::raft_log::SledLogStore;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+
+use crate::network::NoPeers;
+use crate::sm::StateMachine;
+use crate::types::ProdConfig;
+
+/// What went wrong with a write, by what the caller should do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteErrorKind {
+    /// No leader right now (election in progress): retry shortly. HTTP 503.
+    Unavailable,
+    /// Another node leads; forward the write there.
+    NotLeader { leader: Option<u64> },
+    /// The Raft core stopped (storage failure); the node must restart.
+    Fatal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct WriteError {
+    pub kind: WriteErrorKind,
+    pub message: String,
+}
+
+/// Error opening the node's Raft storage.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("opening raft log store at {path}: {source}")]
+    Log { path: String, source: sled::Error },
+    #[error("opening state machine: {0}")]
+    StateMachine(String),
+    #[error("starting raft: {0}")]
+    Raft(String),
+}
+
+/// Raft timing for production nodes.
+pub fn raft_config(cluster_name: &str) -> Config {
+    Config {
+        cluster_name: cluster_name.to_string(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1_000,
+        election_timeout_max: 2_000,
+        // A snapshot every 20k entries keeps restart replay short; 180k cameras snapshot in ~1 s.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Config::default()
+    }
+}
+
+/// This node's Raft member.
+pub struct ClusterNode {
+    pub id: u64,
+    pub raft: Raft<ProdConfig>,
+    pub sm: StateMachine<ProdConfig>,
+}
+
+impl ClusterNode {
+    /// Opens the Raft storage under `dir` and starts openraft. With `bootstrap_single` and an
+    /// uninitialized store, makes this node the sole voter.
+    pub async fn open(
+        id: u64,
+        raft_addr: &str,
+        dir: &Path,
+        cluster_name: &str,
+        bootstrap_single: bool,
+    ) -> Result<ClusterNode, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|e| OpenError::StateMachine(e.to_string()))?;
+        let log_path = dir.join("log");
+        let db = sled::Config::new()
+            .path(&log_path)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|source| OpenError::Log { path: log_path.display().to_string(), source })?;
+        let log = SledLogStore::<ProdConfig>::open(&db)
+            .map_err(|source| OpenError::Log { path: log_path.display().to_string(), source })?;
+        let sm = StateMachine::open(Some(&dir.join("sm"))).map_err(|e| OpenError::StateMachine(e.to_string()))?;
+        let config = Arc::new(raft_config(cluster_name).validate().map_err(|e| OpenError::Raft(e.to_string()))?);
+        let raft = Raft::new(id, config, NoPeers, log, sm.clone()).await.map_err(|e| OpenError::Raft(e.to_string()))?;
+        if bootstrap_single && !raft.is_initialized().await.map_err(|e| OpenError::Raft(e.to_string()))? {
+            let members = BTreeMap::from([(id, BasicNode::new(raft_addr))]);
+            raft.initialize(members).await.map_err(|e| OpenError::Raft(e.to_string()))?;
+        }
+        Ok(ClusterNode { id, raft, sm })
+    }
+
+    /// Waits until some node is leader, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<u64> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(leader) = rx.borrow().current_leader {
+                return Some(leader);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Proposes `cmd` and waits until it is committed and applied.
+    pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(WriteError {
+                kind: match f.leader_id {
+                    Some(leader) => WriteErrorKind::NotLeader { leader: Some(leader) },
+                    None => WriteErrorKind::Unavailable,
+                },
+                message: match f.leader_id {
+                    Some(leader) => format!("node {} is not the leader; node {leader} is", self.id),
+                    None => "no Raft leader right now (election in progress); retry shortly".to_string(),
+                },
+            }),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(WriteError { kind: WriteErrorKind::Unavailable, message: e.to_string() })
+            }
+            Err(RaftError::Fatal(e)) => Err(WriteError { kind: WriteErrorKind::Fatal, message: e.to_string() }),
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! camrec
+fn main() {}
