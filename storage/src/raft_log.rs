@@ -54,7 +54,10 @@ where
         })
     }
 
-    fn read_meta<T: DeserializeOwned>(&self, key: &'static [u8]) -> Result<Option<T>, StorageError<C::NodeId>> {
+    fn read_meta<T: DeserializeOwned>(
+        &self,
+        key: &'static [u8],
+    ) -> Result<Option<T>, StorageError<C::NodeId>> {
         let Some(bytes) = self.meta.get(key).map_err(|e| read_err(ErrorSubject::Store, e))? else {
             return Ok(None);
         };
@@ -77,7 +80,8 @@ where
         let Some((_, bytes)) = self.log.last().map_err(|e| read_err(ErrorSubject::Logs, e))? else {
             return Ok(None);
         };
-        let entry: C::Entry = codec::decode("raft entry", &bytes).map_err(|e| read_err(ErrorSubject::Logs, e))?;
+        let entry: C::Entry =
+            codec::decode("raft entry", &bytes).map_err(|e| read_err(ErrorSubject::Logs, e))?;
         Ok(Some(entry.get_log_id().clone()))
     }
 }
@@ -153,7 +157,10 @@ where
         self.read_meta(KEY_VOTE)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> Result<(), StorageError<C::NodeId>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<C::NodeId>>,
+    ) -> Result<(), StorageError<C::NodeId>> {
         // Not flushed on its own: losing it only means re-applying committed entries on restart.
         let bytes = codec::encode("raft meta", &committed).map_err(|e| write_err(ErrorSubject::Store, e))?;
         self.meta.insert(KEY_COMMITTED, bytes).map_err(|e| write_err(ErrorSubject::Store, e))?;

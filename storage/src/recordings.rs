@@ -134,7 +134,9 @@ mod tests {
         RecordingSegment { key: format!("k{start_ms}-{node}"), start_ms, end_ms, bytes: 1, node, epoch: 1 }
     }
 
-    fn shape(l: &RecordingList) -> (Vec<(i64, i64, NodeId)>, Vec<(i64, i64)>, usize) {
+    type Shape = (Vec<(i64, i64, NodeId)>, Vec<(i64, i64)>, usize);
+
+    fn shape(l: &RecordingList) -> Shape {
         (
             l.segments.iter().map(|s| (s.start_ms, s.end_ms, s.node)).collect(),
             l.gaps.iter().map(|g| (g.start_ms, g.end_ms)).collect(),
@@ -158,7 +160,13 @@ mod tests {
     fn duplicate_owner_segments_are_merged() {
         // Node 2 recorded the same time as node 1 during a partition.
         let l = merge(
-            vec![seg(0, 6000, 1), seg(6000, 12000, 1), seg(6500, 11000, 2), seg(12000, 18000, 2), seg(11000, 17000, 1)],
+            vec![
+                seg(0, 6000, 1),
+                seg(6000, 12000, 1),
+                seg(6500, 11000, 2),
+                seg(12000, 18000, 2),
+                seg(11000, 17000, 1),
+            ],
             0,
             18000,
         );
