@@ -88,9 +88,13 @@ impl ClusterNode {
             .map_err(|source| OpenError::Log { path: log_path.display().to_string(), source })?;
         let log = SledLogStore::<ProdConfig>::open(&db)
             .map_err(|source| OpenError::Log { path: log_path.display().to_string(), source })?;
-        let sm = StateMachine::open(Some(&dir.join("sm"))).map_err(|e| OpenError::StateMachine(e.to_string()))?;
-        let config = Arc::new(raft_config(cluster_name).validate().map_err(|e| OpenError::Raft(e.to_string()))?);
-        let raft = Raft::new(id, config, NoPeers, log, sm.clone()).await.map_err(|e| OpenError::Raft(e.to_string()))?;
+        let sm =
+            StateMachine::open(Some(&dir.join("sm"))).map_err(|e| OpenError::StateMachine(e.to_string()))?;
+        let config =
+            Arc::new(raft_config(cluster_name).validate().map_err(|e| OpenError::Raft(e.to_string()))?);
+        let raft = Raft::new(id, config, NoPeers, log, sm.clone())
+            .await
+            .map_err(|e| OpenError::Raft(e.to_string()))?;
         if bootstrap_single && !raft.is_initialized().await.map_err(|e| OpenError::Raft(e.to_string()))? {
             let members = BTreeMap::from([(id, BasicNode::new(raft_addr))]);
             raft.initialize(members).await.map_err(|e| OpenError::Raft(e.to_string()))?;
@@ -133,7 +137,9 @@ impl ClusterNode {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(WriteError { kind: WriteErrorKind::Unavailable, message: e.to_string() })
             }
-            Err(RaftError::Fatal(e)) => Err(WriteError { kind: WriteErrorKind::Fatal, message: e.to_string() }),
+            Err(RaftError::Fatal(e)) => {
+                Err(WriteError { kind: WriteErrorKind::Fatal, message: e.to_string() })
+            }
         }
     }
 
@@ -187,7 +193,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node = open(dir.path()).await;
         node.write(Command::RegisterNode(info())).await.unwrap();
-        let r = node.write(Command::PutCameras { cameras: (0..10).map(cam).collect(), replace: false }).await.unwrap();
+        let r = node
+            .write(Command::PutCameras { cameras: (0..10).map(cam).collect(), replace: false })
+            .await
+            .unwrap();
         assert_eq!((r.result, r.created), (None, 10));
         let before = node.sm.lock().state.clone();
         assert_eq!(before.cameras_owned_by(1).count(), 10);

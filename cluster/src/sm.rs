@@ -57,7 +57,11 @@ impl<C> Clone for StateMachine<C> {
     }
 }
 
-fn io_err(subject: ErrorSubject<NodeIdT>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError<NodeIdT> {
+fn io_err(
+    subject: ErrorSubject<NodeIdT>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError<NodeIdT> {
     StorageError::IO { source: StorageIOError::new(subject, verb, AnyError::new(&e)) }
 }
 
@@ -76,9 +80,8 @@ impl<C> StateMachine<C> {
             let path = dir.join("snapshot.bin");
             match std::fs::read(&path) {
                 Ok(bytes) => {
-                    let file: SnapshotFile = codec::decode("snapshot", &bytes).map_err(|e| {
-                        io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)
-                    })?;
+                    let file: SnapshotFile = codec::decode("snapshot", &bytes)
+                        .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
                     inner.state = file.state;
                     inner.state.request_resync();
                     inner.last_applied = file.meta.last_log_id;
@@ -124,7 +127,13 @@ impl<C> StateMachine<C> {
 
 impl<C> RaftSnapshotBuilder<C> for StateMachine<C>
 where
-    C: RaftTypeConfig<NodeId = NodeIdT, Node = BasicNode, D = camrec_cluster_core::state::Command, R = Response, SnapshotData = Cursor<Vec<u8>>>,
+    C: RaftTypeConfig<
+        NodeId = NodeIdT,
+        Node = BasicNode,
+        D = camrec_cluster_core::state::Command,
+        R = Response,
+        SnapshotData = Cursor<Vec<u8>>,
+    >,
 {
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<NodeIdT>> {
         let (meta, bytes) = {

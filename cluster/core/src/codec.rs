@@ -25,7 +25,8 @@ pub enum CodecError {
 
 /// Encodes `value` as `[FORMAT_VERSION] ++ postcard(value)`.
 pub fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
-    postcard::to_extend(value, vec![FORMAT_VERSION]).map_err(|e| CodecError::Encode { what, message: e.to_string() })
+    postcard::to_extend(value, vec![FORMAT_VERSION])
+        .map_err(|e| CodecError::Encode { what, message: e.to_string() })
 }
 
 /// Decodes bytes produced by [`encode`]; rejects unknown versions and trailing garbage.
@@ -34,8 +35,8 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
     if version != FORMAT_VERSION {
         return Err(CodecError::UnknownVersion { found: version });
     }
-    let (value, rest) =
-        postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed { what, message: e.to_string() })?;
+    let (value, rest) = postcard::take_from_bytes(body)
+        .map_err(|e| CodecError::Malformed { what, message: e.to_string() })?;
     if !rest.is_empty() {
         return Err(CodecError::Malformed { what, message: format!("{} trailing bytes", rest.len()) });
     }
@@ -62,6 +63,9 @@ mod tests {
         assert_eq!(decode::<u32>("t", &[]), Err(CodecError::Empty));
         let mut trailing = bytes;
         trailing.push(0);
-        assert!(matches!(decode::<(u32, String, Vec<u8>)>("t", &trailing), Err(CodecError::Malformed { .. })));
+        assert!(matches!(
+            decode::<(u32, String, Vec<u8>)>("t", &trailing),
+            Err(CodecError::Malformed { .. })
+        ));
     }
 }

@@ -105,13 +105,25 @@ pub enum Command {
     /// A node joined (or re-joined with new addresses).
     RegisterNode(NodeInfo),
     /// Create cameras; with `replace`, existing ids are overwritten instead of rejected.
-    PutCameras { cameras: Vec<CameraSpec>, replace: bool },
-    PatchCamera { id: CameraId, patch: CameraPatch },
-    RemoveCamera { id: CameraId },
+    PutCameras {
+        cameras: Vec<CameraSpec>,
+        replace: bool,
+    },
+    PatchCamera {
+        id: CameraId,
+        patch: CameraPatch,
+    },
+    RemoveCamera {
+        id: CameraId,
+    },
     /// The failure detector declared the node dead: move exactly its cameras.
-    NodeDown { node: NodeId },
+    NodeDown {
+        node: NodeId,
+    },
     /// A node that was down is heartbeating again.
-    NodeUp { node: NodeId },
+    NodeUp {
+        node: NodeId,
+    },
 }
 
 /// Why a command was refused. Refusals are deterministic, so every replica agrees.
@@ -319,7 +331,10 @@ impl ClusterState {
         match self.cameras.remove(&id) {
             None => Response::error(CommandError::CameraNotFound(id)),
             Some(record) => {
-                self.push_change(Change::CameraRemoved { id, last_owner: record.assignment.map(|a| a.owner) });
+                self.push_change(Change::CameraRemoved {
+                    id,
+                    last_owner: record.assignment.map(|a| a.owner),
+                });
                 Response { removed: 1, ..Response::default() }
             }
         }
@@ -393,7 +408,10 @@ impl ClusterState {
 fn validate_spec(spec: &CameraSpec) -> Result<(), CommandError> {
     let url = spec.url.as_str();
     if !(url.starts_with("rtsp://") || url.starts_with("rtsps://")) {
-        return Err(CommandError::Invalid(format!("camera {}: url must start with rtsp:// or rtsps://", spec.id)));
+        return Err(CommandError::Invalid(format!(
+            "camera {}: url must start with rtsp:// or rtsps://",
+            spec.id
+        )));
     }
     if url.len() > 2048 {
         return Err(CommandError::Invalid(format!("camera {}: url longer than 2048 bytes", spec.id)));
@@ -432,7 +450,10 @@ mod tests {
     }
 
     fn owners(s: &ClusterState) -> Vec<(String, Option<(NodeId, Epoch)>)> {
-        s.cameras().values().map(|c| (c.spec.id.to_string(), c.assignment.map(|a| (a.owner, a.epoch)))).collect()
+        s.cameras()
+            .values()
+            .map(|c| (c.spec.id.to_string(), c.assignment.map(|a| (a.owner, a.epoch))))
+            .collect()
     }
 
     #[test]
@@ -474,7 +495,10 @@ mod tests {
         let mut s = ClusterState::new();
         s.apply(Command::RegisterNode(node(1)));
         s.apply(Command::RegisterNode(node(2)));
-        s.apply(Command::PutCameras { cameras: (0..4).map(|i| cam(&format!("c{i}"))).collect(), replace: false });
+        s.apply(Command::PutCameras {
+            cameras: (0..4).map(|i| cam(&format!("c{i}"))).collect(),
+            replace: false,
+        });
         let before = owners(&s);
         s.apply(Command::NodeDown { node: 2 });
         let after = owners(&s);
