@@ -1,25 +1,111 @@
-//! camrec
-// Temporary dispatch for `camrec fake-cameras` until the lead integrates the full CLI.
+//! `camrec`: the recording node binary. Subcommands: `dev` (the embedded default), `node`
+//! (a production node from a config file), `fake-cameras` (RTSP test cameras), `config check`.
+
+mod api;
+mod camera;
+mod clock;
+mod config;
+mod dev;
 mod fake;
+mod ingest;
+mod node_ctx;
+mod runtime;
+mod status;
+mod uploader;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
+#[command(name = "camrec", version, about = "Distributed recording of IP cameras into object storage")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Cmd,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+enum Cmd {
+    /// The embedded default: test cameras + one node + local object store + admin API.
+    Dev(dev::DevArgs),
+    /// Run a node from a config file (every key overridable by CAMREC__SECTION__KEY).
+    Node {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Initialize a new single-voter cluster if the data dir is empty.
+        #[arg(long)]
+        bootstrap: bool,
+    },
     /// RTSP test cameras at rtsp://ADDR/cam/{i}.
     FakeCameras(fake::FakeCamerasArgs),
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Validate a config file; exits non-zero naming the bad key.
+    Check { file: PathBuf },
+}
+
+fn init_tracing(format: &str, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAMREC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    match cli.command {
-        Command::FakeCameras(args) => rt.block_on(fake::run(args)),
+    let result = match cli.command {
+        Cmd::Config { command: ConfigCmd::Check { file } } => match config::NodeConfig::load(Some(&file)) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        Cmd::Dev(args) => {
+            init_tracing("text", "warn,camrec=warn");
+            runtime().and_then(|rt| rt.block_on(dev::run(args)))
+        }
+        Cmd::FakeCameras(args) => {
+            init_tracing("text", "info");
+            runtime().and_then(|rt| rt.block_on(fake::run(args)))
+        }
+        Cmd::Node { config, bootstrap } => config::NodeConfig::load(config.as_deref()).and_then(|mut cfg| {
+            cfg.cluster.bootstrap |= bootstrap;
+            init_tracing(&cfg.log.format, &cfg.log.filter);
+            runtime().and_then(|rt| rt.block_on(run_node(cfg)))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("camrec: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("camrec").build()?)
+}
+
+/// Grace for uploads after SIGTERM before exiting with data still buffered (it resumes on
+/// restart).
+const NODE_FLUSH_DEADLINE: Duration = Duration::from_secs(30);
+
+async fn run_node(cfg: config::NodeConfig) -> anyhow::Result<()> {
+    let node = runtime::RunningNode::start(&cfg).await?;
+    dev::wait_for_stop(None).await;
+    tracing::info!("stopping: sealing segments and flushing uploads");
+    let report = node.shutdown(NODE_FLUSH_DEADLINE).await;
+    tracing::info!(pending_segments = report.pending_segments, "stopped");
+    Ok(())
 }

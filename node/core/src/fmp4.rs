@@ -1,0 +1,539 @@
+//! A pure fragmented-MP4 writer (ISO/IEC 14496-12 with 14496-15 for AVC/HEVC and 14496-14 for
+//! AAC), built on `mp4-atom`: every box is an `mp4-atom` struct, no box bytes are written by hand.
+//!
+//! A segment file is `init_segment` (ftyp + moov with mvex/trex, no samples) followed by any
+//! number of `fragment`s (moof + mdat). Track 1 is video at a 90 kHz timescale; track 2, when
+//! present, is AAC audio with the sample rate as timescale. Video sample data must already be in
+//! MP4 sample format: NAL units each prefixed by a 4-byte big-endian length.
+
+use bytes::Bytes;
+use mp4_atom::{
+    esds, Atom, Audio, Avc1, Avcc, Codec, Dinf, Dref, Encode, Esds, FourCC, Ftyp, Hdlr, Hvc1, Hvcc, Mdat,
+    Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Pasp, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd,
+    Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+};
+
+use crate::params::{AudioParams, StreamParams, VideoParams};
+use crate::segment::VideoCodec;
+
+/// Timescale of the video track: RTP's 90 kHz video clock.
+pub const VIDEO_TIMESCALE_HZ: u32 = 90_000;
+/// Track id of the video track.
+pub const VIDEO_TRACK_ID: u32 = 1;
+/// Track id of the audio track (when the stream has audio).
+pub const AUDIO_TRACK_ID: u32 = 2;
+
+/// Sample flags (ISO/IEC 14496-12 §8.8.3.1) of a sync sample: `sample_depends_on = 2` (does not
+/// depend on others), `sample_is_non_sync_sample = 0`.
+pub const SAMPLE_FLAGS_SYNC: u32 = 0x0200_0000;
+/// Sample flags of a non-sync sample: `sample_depends_on = 1`, `sample_is_non_sync_sample = 1`.
+pub const SAMPLE_FLAGS_NON_SYNC: u32 = 0x0101_0000;
+
+/// Why a box could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fmp4 {kind:?}: {message}")]
+pub struct Fmp4Error {
+    pub kind: Fmp4ErrorKind,
+    pub message: String,
+}
+
+/// What kind of input made [`Fmp4Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fmp4ErrorKind {
+    /// The codec parameters cannot be put into a sample entry (bad avcC/hvcC/ASC).
+    InvalidParams,
+    /// A fragment or sample is too large for the 32-bit fields of moof/trun.
+    TooLarge,
+    /// mp4-atom refused to encode a box.
+    Encode,
+}
+
+impl Fmp4Error {
+    fn new(kind: Fmp4ErrorKind, message: impl Into<String>) -> Fmp4Error {
+        Fmp4Error { kind, message: message.into() }
+    }
+}
+
+fn encode_error(err: mp4_atom::Error) -> Fmp4Error {
+    Fmp4Error::new(Fmp4ErrorKind::Encode, err.to_string())
+}
+
+/// One sample of a fragment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// Duration in the track's timescale (90 kHz for video, the sample rate for audio).
+    pub duration_ticks: u32,
+    /// A sync sample (video key frame; every AAC frame is one).
+    pub is_sync: bool,
+    pub data: Bytes,
+}
+
+/// The samples of one track in one fragment.
+#[derive(Clone, Copy, Debug)]
+pub struct TrackRun<'a> {
+    /// Decode time of the first sample, in the track's timescale, from the start of the segment.
+    pub base_decode_time_ticks: u64,
+    pub samples: &'a [Sample],
+}
+
+/// Builds the init segment (ftyp + moov) of a segment file for `params`.
+pub fn init_segment(params: &StreamParams) -> Result<Bytes, Fmp4Error> {
+    let mut compatible_brands: Vec<FourCC> = vec![b"isom".into(), b"iso6".into(), b"mp41".into()];
+    compatible_brands.push(match params.video.codec {
+        VideoCodec::H264 => b"avc1".into(),
+        VideoCodec::H265 => b"hvc1".into(),
+    });
+    let ftyp = Ftyp { major_brand: b"isom".into(), minor_version: 0x200, compatible_brands };
+
+    let mut trak = vec![video_trak(&params.video)?];
+    let mut trexs = vec![trex(VIDEO_TRACK_ID)];
+    if let Some(audio) = &params.audio {
+        trak.push(audio_trak(audio)?);
+        trexs.push(trex(AUDIO_TRACK_ID));
+    }
+    let moov = Moov {
+        mvhd: Mvhd {
+            creation_time: 0,
+            modification_time: 0,
+            timescale: 1000,
+            duration: 0,
+            rate: 1u16.into(),
+            volume: 1u8.into(),
+            matrix: Default::default(),
+            next_track_id: AUDIO_TRACK_ID + 1,
+        },
+        mvex: Some(Mvex { mehd: None, trex: trexs }),
+        trak,
+        ..Default::default()
+    };
+
+    let mut out = Vec::with_capacity(1024);
+    ftyp.encode(&mut out).map_err(encode_error)?;
+    moov.encode(&mut out).map_err(encode_error)?;
+    Ok(Bytes::from(out))
+}
+
+fn trex(track_id: u32) -> Trex {
+    Trex { track_id, default_sample_description_index: 1, ..Default::default() }
+}
+
+fn video_trak(video: &VideoParams) -> Result<Trak, Fmp4Error> {
+    if video.width == 0 || video.height == 0 {
+        return Err(Fmp4Error::new(
+            Fmp4ErrorKind::InvalidParams,
+            format!("video size {}x{}", video.width, video.height),
+        ));
+    }
+    let visual = Visual {
+        data_reference_index: 1,
+        width: video.width,
+        height: video.height,
+        compressor: "".into(),
+        ..Default::default()
+    };
+    let pasp = video
+        .pixel_aspect_ratio
+        .filter(|&(h, v)| h > 0 && v > 0 && h != v)
+        .map(|(h_spacing, v_spacing)| Pasp { h_spacing, v_spacing });
+    let codec: Codec = match video.codec {
+        VideoCodec::H264 => {
+            let avcc = Avcc::decode_body(&mut video.extra_data.as_ref()).map_err(|err| {
+                Fmp4Error::new(Fmp4ErrorKind::InvalidParams, format!("bad avcC record: {err}"))
+            })?;
+            if avcc.length_size != 4 {
+                return Err(Fmp4Error::new(
+                    Fmp4ErrorKind::InvalidParams,
+                    format!("avcC NAL length size {} (need 4)", avcc.length_size),
+                ));
+            }
+            Avc1 { visual, avcc, pasp, ..Default::default() }.into()
+        }
+        VideoCodec::H265 => {
+            let hvcc = Hvcc::decode_body(&mut video.extra_data.as_ref()).map_err(|err| {
+                Fmp4Error::new(Fmp4ErrorKind::InvalidParams, format!("bad hvcC record: {err}"))
+            })?;
+            if hvcc.length_size_minus_one != 3 {
+                return Err(Fmp4Error::new(
+                    Fmp4ErrorKind::InvalidParams,
+                    format!("hvcC NAL length size {} (need 4)", hvcc.length_size_minus_one + 1),
+                ));
+            }
+            Hvc1 { visual, hvcc, pasp, ..Default::default() }.into()
+        }
+    };
+    Ok(Trak {
+        tkhd: Tkhd {
+            track_id: VIDEO_TRACK_ID,
+            enabled: true,
+            in_movie: true,
+            width: video.width.into(),
+            height: video.height.into(),
+            ..Default::default()
+        },
+        mdia: Mdia {
+            mdhd: Mdhd { timescale: VIDEO_TIMESCALE_HZ, language: "und".into(), ..Default::default() },
+            hdlr: Hdlr { handler: b"vide".into(), name: "VideoHandler".into() },
+            minf: Minf {
+                vmhd: Some(Vmhd::default()),
+                dinf: dinf(),
+                stbl: empty_stbl(codec),
+                ..Default::default()
+            },
+        },
+        ..Default::default()
+    })
+}
+
+fn audio_trak(audio: &AudioParams) -> Result<Trak, Fmp4Error> {
+    if audio.sample_rate_hz == 0 || audio.channels == 0 || audio.audio_specific_config.len() < 2 {
+        return Err(Fmp4Error::new(
+            Fmp4ErrorKind::InvalidParams,
+            format!(
+                "audio {} Hz, {} channels, {}-byte AudioSpecificConfig",
+                audio.sample_rate_hz,
+                audio.channels,
+                audio.audio_specific_config.len()
+            ),
+        ));
+    }
+    let asc = audio.audio_specific_config.as_ref();
+    let es_desc = esds::EsDescriptor {
+        es_id: AUDIO_TRACK_ID as u16,
+        dec_config: esds::DecoderConfig {
+            object_type_indication: 0x40, // MPEG-4 Audio
+            stream_type: 0x05,            // AudioStream
+            up_stream: 0,
+            dec_specific: Some(esds::DecoderSpecific {
+                profile: asc[0] >> 3,
+                freq_index: ((asc[0] & 0x07) << 1) | (asc[1] >> 7),
+                chan_conf: (asc[1] >> 3) & 0x0f,
+                raw: asc.to_vec(),
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // The sample entry's 16.16 rate field cannot hold rates above 65535 Hz; the mdhd timescale
+    // (and the AudioSpecificConfig) carry the true rate.
+    let sample_rate_field = u16::try_from(audio.sample_rate_hz).unwrap_or(0);
+    let mp4a = Mp4a {
+        audio: Audio {
+            data_reference_index: 1,
+            channel_count: audio.channels,
+            sample_size: 16,
+            sample_rate: sample_rate_field.into(),
+        },
+        esds: Esds { es_desc },
+        btrt: None,
+        taic: None,
+    };
+    Ok(Trak {
+        tkhd: Tkhd {
+            track_id: AUDIO_TRACK_ID,
+            enabled: true,
+            in_movie: true,
+            alternate_group: 1,
+            volume: 1u8.into(),
+            ..Default::default()
+        },
+        mdia: Mdia {
+            mdhd: Mdhd { timescale: audio.sample_rate_hz, language: "und".into(), ..Default::default() },
+            hdlr: Hdlr { handler: b"soun".into(), name: "SoundHandler".into() },
+            minf: Minf {
+                smhd: Some(Smhd::default()),
+                dinf: dinf(),
+                stbl: empty_stbl(mp4a.into()),
+                ..Default::default()
+            },
+        },
+        ..Default::default()
+    })
+}
+
+fn dinf() -> Dinf {
+    Dinf { dref: Dref { entries: vec![Url::default().into()] } }
+}
+
+fn empty_stbl(codec: Codec) -> Stbl {
+    Stbl { stsd: Stsd { codecs: vec![codec] }, stco: Some(Stco::default()), ..Default::default() }
+}
+
+/// Builds one fragment (moof + mdat). `sequence_number` starts at 1 in each segment file and
+/// increases by one per fragment. A track with no samples gets no traf; at least one track must
+/// have samples.
+pub fn fragment(
+    sequence_number: u32,
+    video: TrackRun<'_>,
+    audio: Option<TrackRun<'_>>,
+) -> Result<Bytes, Fmp4Error> {
+    let mut runs: Vec<(u32, TrackRun<'_>)> = Vec::with_capacity(2);
+    if !video.samples.is_empty() {
+        runs.push((VIDEO_TRACK_ID, video));
+    }
+    if let Some(audio) = audio.filter(|run| !run.samples.is_empty()) {
+        runs.push((AUDIO_TRACK_ID, audio));
+    }
+    if runs.is_empty() {
+        return Err(Fmp4Error::new(Fmp4ErrorKind::Encode, "fragment without samples"));
+    }
+
+    let data_len: usize = runs.iter().flat_map(|(_, run)| run.samples).map(|s| s.data.len()).sum();
+    let mut mdat_data = Vec::with_capacity(data_len);
+    let mut run_offsets = Vec::with_capacity(runs.len());
+    for (_, run) in &runs {
+        run_offsets.push(mdat_data.len());
+        for sample in run.samples {
+            mdat_data.extend_from_slice(&sample.data);
+        }
+    }
+
+    let build_moof = |data_offsets: &[i32]| -> Result<Moof, Fmp4Error> {
+        let mut traf = Vec::with_capacity(runs.len());
+        for ((track_id, run), &data_offset) in runs.iter().zip(data_offsets) {
+            let mut entries = Vec::with_capacity(run.samples.len());
+            for sample in run.samples {
+                let size = u32::try_from(sample.data.len())
+                    .map_err(|_| Fmp4Error::new(Fmp4ErrorKind::TooLarge, "sample over 4 GiB"))?;
+                entries.push(TrunEntry {
+                    duration: Some(sample.duration_ticks),
+                    size: Some(size),
+                    flags: Some(if sample.is_sync { SAMPLE_FLAGS_SYNC } else { SAMPLE_FLAGS_NON_SYNC }),
+                    cts: None,
+                });
+            }
+            traf.push(Traf {
+                tfhd: Tfhd { track_id: *track_id, default_base_is_moof: true, ..Default::default() },
+                tfdt: Some(Tfdt { base_media_decode_time: run.base_decode_time_ticks }),
+                trun: vec![Trun { data_offset: Some(data_offset), samples: TrunSamples::Explicit(entries) }],
+                ..Default::default()
+            });
+        }
+        Ok(Moof { mfhd: Mfhd { sequence_number }, traf })
+    };
+
+    // Data offsets are relative to the start of the moof (default-base-is-moof) and have a fixed
+    // width, so encode once to learn the moof's size, then again with the real offsets.
+    let placeholder = vec![0i32; runs.len()];
+    let mut moof_bytes = Vec::with_capacity(256);
+    build_moof(&placeholder)?.encode(&mut moof_bytes).map_err(encode_error)?;
+    let moof_len = moof_bytes.len();
+    let mdat = Mdat { data: mdat_data };
+    let mut mdat_bytes = Vec::with_capacity(data_len + 16);
+    mdat.encode(&mut mdat_bytes).map_err(encode_error)?;
+    let mdat_header_len = mdat_bytes.len() - data_len;
+
+    let mut data_offsets = Vec::with_capacity(runs.len());
+    for run_offset in run_offsets {
+        let offset = moof_len + mdat_header_len + run_offset;
+        data_offsets.push(
+            i32::try_from(offset)
+                .map_err(|_| Fmp4Error::new(Fmp4ErrorKind::TooLarge, "fragment over 2 GiB"))?,
+        );
+    }
+    moof_bytes.clear();
+    build_moof(&data_offsets)?.encode(&mut moof_bytes).map_err(encode_error)?;
+    assert_eq!(moof_bytes.len(), moof_len, "moof size changed with its data offsets");
+
+    moof_bytes.extend_from_slice(&mdat_bytes);
+    Ok(Bytes::from(moof_bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use mp4_atom::{Any, Decode};
+
+    use super::*;
+    use crate::testutil;
+
+    fn params(codec: VideoCodec, audio: bool) -> StreamParams {
+        StreamParams {
+            video: match codec {
+                VideoCodec::H264 => testutil::fake_h264_params(),
+                VideoCodec::H265 => testutil::fake_h265_params(),
+            },
+            audio: audio.then(testutil::fake_aac_params),
+        }
+    }
+
+    fn decode_all(mut bytes: &[u8]) -> Vec<Any> {
+        let mut atoms = Vec::new();
+        while !bytes.is_empty() {
+            atoms.push(Any::decode(&mut bytes).expect("decodes"));
+        }
+        atoms
+    }
+
+    #[test]
+    fn init_segment_round_trips_h264_with_audio() {
+        let params = params(VideoCodec::H264, true);
+        let init = init_segment(&params).unwrap();
+        let atoms = decode_all(&init);
+        assert_eq!(atoms.len(), 2);
+        let Any::Ftyp(ftyp) = &atoms[0] else { panic!("first box {:?}", atoms[0]) };
+        assert_eq!(ftyp.major_brand, FourCC::new(b"isom"));
+        let Any::Moov(moov) = &atoms[1] else { panic!("second box") };
+        assert_eq!(moov.trak.len(), 2);
+        let trex = &moov.mvex.as_ref().unwrap().trex;
+        assert_eq!(trex.iter().map(|t| t.track_id).collect::<Vec<_>>(), vec![1, 2]);
+
+        let video = &moov.trak[0];
+        assert_eq!(video.tkhd.track_id, VIDEO_TRACK_ID);
+        assert_eq!(video.mdia.mdhd.timescale, 90_000);
+        assert_eq!(video.mdia.hdlr.handler, FourCC::new(b"vide"));
+        let Codec::Avc1(avc1) = &video.mdia.minf.stbl.stsd.codecs[0] else { panic!("not avc1") };
+        assert_eq!((avc1.visual.width, avc1.visual.height), (320, 240));
+        let mut avcc_body = Vec::new();
+        avc1.avcc.encode_body(&mut avcc_body).unwrap();
+        assert_eq!(avcc_body, params.video.extra_data.as_ref(), "avcC carried verbatim");
+
+        let audio = &moov.trak[1];
+        assert_eq!(audio.mdia.mdhd.timescale, 48_000);
+        let Codec::Mp4a(mp4a) = &audio.mdia.minf.stbl.stsd.codecs[0] else { panic!("not mp4a") };
+        assert_eq!(mp4a.audio.channel_count, 1);
+        let dec = mp4a.esds.es_desc.dec_config.dec_specific.as_ref().unwrap();
+        assert_eq!(dec.raw, params.audio.unwrap().audio_specific_config.to_vec());
+        assert_eq!(mp4a.esds.es_desc.dec_config.object_type_indication, 0x40);
+    }
+
+    #[test]
+    fn init_segment_h265_video_only() {
+        let params = params(VideoCodec::H265, false);
+        let atoms = decode_all(&init_segment(&params).unwrap());
+        let Any::Moov(moov) = &atoms[1] else { panic!("second box") };
+        assert_eq!(moov.trak.len(), 1);
+        let Codec::Hvc1(hvc1) = &moov.trak[0].mdia.minf.stbl.stsd.codecs[0] else { panic!("not hvc1") };
+        assert_eq!(hvc1.hvcc.length_size_minus_one, 3);
+        assert_eq!(hvc1.hvcc.arrays.len(), 3);
+    }
+
+    #[test]
+    fn init_segment_rejects_bad_extra_data() {
+        let mut params = params(VideoCodec::H264, false);
+        params.video.extra_data = Bytes::from_static(&[0x01, 0x64]);
+        assert_eq!(init_segment(&params).unwrap_err().kind, Fmp4ErrorKind::InvalidParams);
+        let mut params = self::params(VideoCodec::H264, true);
+        params.audio.as_mut().unwrap().sample_rate_hz = 0;
+        assert_eq!(init_segment(&params).unwrap_err().kind, Fmp4ErrorKind::InvalidParams);
+    }
+
+    #[test]
+    fn fragment_round_trips_with_correct_offsets() {
+        let video = [
+            Sample { duration_ticks: 3600, is_sync: true, data: Bytes::from_static(b"\0\0\0\x03key") },
+            Sample { duration_ticks: 3000, is_sync: false, data: Bytes::from_static(b"\0\0\0\x02p1") },
+            Sample { duration_ticks: 4200, is_sync: false, data: Bytes::from_static(b"\0\0\0\x02p2") },
+        ];
+        let audio = [
+            Sample { duration_ticks: 1024, is_sync: true, data: Bytes::from_static(b"aac-1") },
+            Sample { duration_ticks: 1024, is_sync: true, data: Bytes::from_static(b"aac-22") },
+        ];
+        let bytes = fragment(
+            7,
+            TrackRun { base_decode_time_ticks: 90_000, samples: &video },
+            Some(TrackRun { base_decode_time_ticks: 48_000, samples: &audio }),
+        )
+        .unwrap();
+        let atoms = decode_all(&bytes);
+        let [Any::Moof(moof), Any::Mdat(mdat)] = atoms.as_slice() else { panic!("{atoms:?}") };
+        assert_eq!(moof.mfhd.sequence_number, 7);
+        assert_eq!(moof.traf.len(), 2);
+
+        for (traf, samples, base) in
+            [(&moof.traf[0], &video[..], 90_000), (&moof.traf[1], &audio[..], 48_000)]
+        {
+            assert!(traf.tfhd.default_base_is_moof);
+            assert_eq!(traf.tfdt.as_ref().unwrap().base_media_decode_time, base);
+            let trun = &traf.trun[0];
+            let mut offset = trun.data_offset.unwrap() as usize;
+            for (entry, sample) in trun.samples.iter().zip(samples) {
+                assert_eq!(entry.duration, Some(sample.duration_ticks));
+                let size = entry.size.unwrap() as usize;
+                assert_eq!(
+                    &bytes[offset..offset + size],
+                    sample.data.as_ref(),
+                    "data_offset points at the sample"
+                );
+                offset += size;
+                let flags_expected = if sample.is_sync { SAMPLE_FLAGS_SYNC } else { SAMPLE_FLAGS_NON_SYNC };
+                assert_eq!(entry.flags, Some(flags_expected));
+            }
+        }
+        assert_eq!(mdat.data.len(), 7 + 6 + 6 + 5 + 6);
+    }
+
+    #[test]
+    fn fragment_video_only_and_audio_only() {
+        let video = [Sample { duration_ticks: 3600, is_sync: true, data: Bytes::from_static(b"v") }];
+        let bytes = fragment(1, TrackRun { base_decode_time_ticks: 0, samples: &video }, None).unwrap();
+        let atoms = decode_all(&bytes);
+        let Any::Moof(moof) = &atoms[0] else { panic!() };
+        assert_eq!(moof.traf.len(), 1);
+        assert_eq!(moof.traf[0].tfhd.track_id, VIDEO_TRACK_ID);
+
+        let audio = [Sample { duration_ticks: 1024, is_sync: true, data: Bytes::from_static(b"a") }];
+        let bytes = fragment(
+            2,
+            TrackRun { base_decode_time_ticks: 0, samples: &[] },
+            Some(TrackRun { base_decode_time_ticks: 1024, samples: &audio }),
+        )
+        .unwrap();
+        let atoms = decode_all(&bytes);
+        let Any::Moof(moof) = &atoms[0] else { panic!() };
+        assert_eq!(moof.traf.len(), 1);
+        assert_eq!(moof.traf[0].tfhd.track_id, AUDIO_TRACK_ID);
+
+        let empty = fragment(3, TrackRun { base_decode_time_ticks: 0, samples: &[] }, None);
+        assert_eq!(empty.unwrap_err().kind, Fmp4ErrorKind::Encode);
+    }
+
+    /// Builds a 4 s segment straight from real encoded frames (1 s fragments, AAC alongside)
+    /// and checks ffprobe/ffmpeg accept it silently with the duration the samples add up to.
+    fn ffmpeg_accepts_segment(codec: VideoCodec) {
+        let dir = tempfile::tempdir().unwrap();
+        let video = testutil::encode_video(dir.path(), codec, 4);
+        let audio = testutil::encode_audio(dir.path(), 4);
+        assert_eq!(video.frames.len(), 100);
+        assert!(video.frames[0].is_key && video.frames[25].is_key && !video.frames[1].is_key);
+        let params = StreamParams { video: video.params.clone(), audio: Some(audio.params.clone()) };
+        let mut file = init_segment(&params).unwrap().to_vec();
+        let audio_per_fragment = 48_000 / 1024; // 46 AAC frames ≈ 0.98 s
+        for (n, chunk) in video.frames.chunks(25).enumerate() {
+            let video_samples: Vec<Sample> = chunk
+                .iter()
+                .map(|f| Sample { duration_ticks: 3600, is_sync: f.is_key, data: f.data.clone() })
+                .collect();
+            let audio_samples: Vec<Sample> = audio
+                .frames
+                .iter()
+                .skip(n * audio_per_fragment)
+                .take(audio_per_fragment)
+                .map(|data| Sample { duration_ticks: 1024, is_sync: true, data: data.clone() })
+                .collect();
+            let bytes = fragment(
+                n as u32 + 1,
+                TrackRun { base_decode_time_ticks: n as u64 * 90_000, samples: &video_samples },
+                Some(TrackRun {
+                    base_decode_time_ticks: (n * audio_per_fragment * 1024) as u64,
+                    samples: &audio_samples,
+                }),
+            )
+            .unwrap();
+            file.extend_from_slice(&bytes);
+        }
+        let path = dir.path().join("segment.mp4");
+        std::fs::write(&path, &file).unwrap();
+        let duration_ms = testutil::validate_with_ffmpeg(&path);
+        assert!((duration_ms - 4000.0).abs() <= 40.0, "ffprobe duration {duration_ms} ms, expected 4000");
+        assert_eq!(testutil::ffprobe_video_frames(&path), 100);
+    }
+
+    #[test]
+    fn ffmpeg_accepts_h264_aac_segment() {
+        ffmpeg_accepts_segment(VideoCodec::H264);
+    }
+
+    #[test]
+    fn ffmpeg_accepts_h265_aac_segment() {
+        ffmpeg_accepts_segment(VideoCodec::H265);
+    }
+}

@@ -1,0 +1,4 @@
+//! Camera actors: the per-node supervisor and one actor per recorded camera.
+
+pub mod actor;
+pub mod supervisor;
