@@ -28,11 +28,14 @@ struct SnapshotFile {
     state: ClusterState,
 }
 
+/// The current snapshot: its metadata and encoded bytes (shared, never copied until sent).
+type CurrentSnapshot = Option<(SnapshotMeta<NodeIdT, BasicNode>, Arc<Vec<u8>>)>;
+
 pub struct SmInner {
     pub state: ClusterState,
     pub last_applied: Option<LogId<NodeIdT>>,
     pub last_membership: StoredMembership<NodeIdT, BasicNode>,
-    snapshot: Option<(SnapshotMeta<NodeIdT, BasicNode>, Arc<Vec<u8>>)>,
+    snapshot: CurrentSnapshot,
     snapshot_seq: u64,
 }
 

@@ -11,7 +11,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use camrec_cluster::node::{ClusterNode, WriteErrorKind};
 use camrec_cluster_core::ids::{CameraId, NodeId};
-use camrec_cluster_core::state::{CameraPatch, CameraRecord, CameraSpec, Command, CommandError, Transport, BITRATE_KBPS_DEFAULT};
+use camrec_cluster_core::state::{
+    CameraPatch, CameraRecord, CameraSpec, Command, CommandError, Transport, BITRATE_KBPS_DEFAULT,
+};
 use camrec_node_core::state::CameraState;
 use camrec_storage::recordings::list_recordings;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -181,7 +183,9 @@ pub struct CameraUpdate {
     pub transport: Option<Transport>,
 }
 
-fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -242,7 +246,10 @@ fn get_view(state: &ApiState, id: &CameraId) -> Result<CameraView, ApiError> {
     Ok(view(state, record))
 }
 
-async fn create_camera(state: web::Data<ApiState>, body: web::Json<CameraCreate>) -> Result<HttpResponse, ApiError> {
+async fn create_camera(
+    state: web::Data<ApiState>,
+    body: web::Json<CameraCreate>,
+) -> Result<HttpResponse, ApiError> {
     let spec = body.into_inner().into_spec()?;
     let id = spec.id.clone();
     write(&state, Command::PutCameras { cameras: vec![spec], replace: false }).await?;
@@ -255,7 +262,10 @@ struct ListQuery {
     node: Option<NodeId>,
 }
 
-async fn list_cameras(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list_cameras(
+    state: web::Data<ApiState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let g = state.cluster.sm.lock();
     let cameras: Vec<CameraView> = g
         .state
@@ -293,7 +303,10 @@ async fn patch_camera(
     Ok(HttpResponse::Ok().json(get_view(&state, &id)?))
 }
 
-async fn delete_camera(state: web::Data<ApiState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_camera(
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = camera_id(&path)?;
     write(&state, Command::RemoveCamera { id }).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -309,9 +322,12 @@ struct RangeQuery {
 }
 
 fn parse_time(name: &str, raw: &str) -> Result<i64, ApiError> {
-    let t = time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| ApiError::bad_request(format!("{name}: expected RFC 3339 (2026-12-03T10:00:00Z): {e}")))?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| ApiError::bad_request(format!("{name}: out of range")))
+    let t =
+        time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339).map_err(|e| {
+            ApiError::bad_request(format!("{name}: expected RFC 3339 (2026-12-03T10:00:00Z): {e}"))
+        })?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| ApiError::bad_request(format!("{name}: out of range")))
 }
 
 fn format_time(ms: i64) -> String {
@@ -412,7 +428,8 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     let m = state.cluster.raft.metrics().borrow().clone();
-    let joined = m.current_leader.is_some() && state.cluster.sm.lock().state.nodes().contains_key(&state.ctx.node_id);
+    let joined =
+        m.current_leader.is_some() && state.cluster.sm.lock().state.nodes().contains_key(&state.ctx.node_id);
     let buffer = state.ctx.buffer.stats();
     let under_quota = state.buffer_quota_bytes.is_none_or(|q| buffer.pending_bytes < q);
     let body = serde_json::json!({
@@ -442,7 +459,8 @@ async fn metrics_view(state: web::Data<ApiState>) -> HttpResponse {
         *by_state.entry(name).or_default() += 1;
     }
     for name in ["connecting", "recording", "backoff", "auth_failed", "disabled"] {
-        metrics::gauge!("camrec_cameras", "state" => name).set(by_state.get(name).copied().unwrap_or(0) as f64);
+        metrics::gauge!("camrec_cameras", "state" => name)
+            .set(by_state.get(name).copied().unwrap_or(0) as f64);
     }
     let buffer = state.ctx.buffer.stats();
     metrics::gauge!("camrec_buffer_pending_bytes").set(buffer.pending_bytes as f64);
@@ -464,8 +482,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .limit(JSON_BODY_BYTES_MAX)
             .error_handler(|err, _| ApiError::bad_request(format!("body: {err}")).into()),
     )
-    .app_data(web::QueryConfig::default().error_handler(|err, _| ApiError::bad_request(format!("query: {err}")).into()))
-    .app_data(web::PathConfig::default().error_handler(|err, _| ApiError::bad_request(format!("path: {err}")).into()))
+    .app_data(
+        web::QueryConfig::default()
+            .error_handler(|err, _| ApiError::bad_request(format!("query: {err}")).into()),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _| ApiError::bad_request(format!("path: {err}")).into()),
+    )
     .route("/healthz", web::get().to(healthz))
     .route("/readyz", web::get().to(readyz))
     .route("/metrics", web::get().to(metrics_view))

@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 /// The whole node configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     pub node: NodeSection,
@@ -98,18 +98,6 @@ pub struct LogSection {
     pub filter: String,
 }
 
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            node: NodeSection::default(),
-            recorder: RecorderSection::default(),
-            storage: StorageSection::default(),
-            cluster: ClusterSection::default(),
-            log: LogSection::default(),
-        }
-    }
-}
-
 impl Default for NodeSection {
     fn default() -> Self {
         NodeSection {
@@ -191,11 +179,15 @@ impl NodeConfig {
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
         }
         builder = builder.add_source(
-            config::Environment::with_prefix("CAMREC").prefix_separator("__").separator("__").try_parsing(true),
+            config::Environment::with_prefix("CAMREC")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
         );
         let merged = builder.build().context("reading configuration")?;
         let where_ = file.map_or_else(|| "environment".to_string(), |f| f.display().to_string());
-        let cfg: NodeConfig = merged.try_deserialize().with_context(|| format!("invalid configuration in {where_}"))?;
+        let cfg: NodeConfig =
+            merged.try_deserialize().with_context(|| format!("invalid configuration in {where_}"))?;
         cfg.validate().with_context(|| format!("invalid configuration in {where_}"))?;
         Ok(cfg)
     }
@@ -208,9 +200,15 @@ impl NodeConfig {
             "recorder.segment_target_ms must be within 1000..=600000"
         );
         anyhow::ensure!(self.recorder.frames_queued_max > 0, "recorder.frames_queued_max must be > 0");
-        anyhow::ensure!(self.storage.upload_concurrency_max > 0, "storage.upload_concurrency_max must be > 0");
+        anyhow::ensure!(
+            self.storage.upload_concurrency_max > 0,
+            "storage.upload_concurrency_max must be > 0"
+        );
         if self.storage.backend == Backend::S3 {
-            anyhow::ensure!(!self.storage.s3.bucket.is_empty(), "storage.s3.bucket is required with backend = \"s3\"");
+            anyhow::ensure!(
+                !self.storage.s3.bucket.is_empty(),
+                "storage.s3.bucket is required with backend = \"s3\""
+            );
         }
         Ok(())
     }

@@ -75,7 +75,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     eprintln!(
         "camrec dev: {} test camera(s){}, admin API http://{}, data {}",
         args.cameras,
-        fleet.as_ref().map(|f| format!(" at rtsp://{}/cam/0..{}", f.local_addr(), args.cameras)).unwrap_or_default(),
+        fleet
+            .as_ref()
+            .map(|f| format!(" at rtsp://{}/cam/0..{}", f.local_addr(), args.cameras))
+            .unwrap_or_default(),
         node.admin_addr,
         args.data.display()
     );
@@ -97,7 +100,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 if tty {
                     eprint!("\r{line}\x1b[K");
                     let _ = std::io::stderr().flush();
-                } else if lines % 5 == 0 {
+                } else if lines.is_multiple_of(5) {
                     eprintln!("{line}");
                 }
             }
@@ -106,7 +109,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if tty {
         eprintln!();
     }
-    eprintln!("camrec dev: stopping — sealing open segments and flushing uploads (up to {}s)", FLUSH_DEADLINE.as_secs());
+    eprintln!(
+        "camrec dev: stopping — sealing open segments and flushing uploads (up to {}s)",
+        FLUSH_DEADLINE.as_secs()
+    );
     let ctx = node.ctx.clone();
     let report = node.shutdown(FLUSH_DEADLINE).await;
     if let Some(fleet) = fleet {
@@ -128,7 +134,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn register_test_cameras(node: &RunningNode, fleet: Option<&FakeFleet>, count: usize) -> anyhow::Result<()> {
+async fn register_test_cameras(
+    node: &RunningNode,
+    fleet: Option<&FakeFleet>,
+    count: usize,
+) -> anyhow::Result<()> {
     let mut cameras = Vec::new();
     if let Some(fleet) = fleet {
         for i in 0..count {

@@ -59,7 +59,9 @@ pub fn classify(e: &retina::Error) -> FailureKind {
         _ => {}
     }
     let msg = e.to_string();
-    if msg.contains("Unable to connect") || msg.contains("onnection refused") || msg.contains("Connection reset")
+    if msg.contains("Unable to connect")
+        || msg.contains("onnection refused")
+        || msg.contains("Connection reset")
     {
         FailureKind::Unreachable
     } else if msg.contains("imeout") || msg.contains("timed out") {
@@ -128,7 +130,8 @@ async fn session(target: &Target, group: Arc<SessionGroup>, sink: &EventSink) ->
         .user_agent("camrec".to_string())
         .session_group(group)
         .teardown(client::TeardownPolicy::Auto);
-    let mut described = client::Session::describe(target.url.clone(), options).await.map_err(|e| from_retina(&e))?;
+    let mut described =
+        client::Session::describe(target.url.clone(), options).await.map_err(|e| from_retina(&e))?;
 
     let streams = described.streams();
     let video_i = streams
@@ -137,7 +140,10 @@ async fn session(target: &Target, group: Arc<SessionGroup>, sink: &EventSink) ->
         .ok_or_else(|| {
             let found: Vec<String> =
                 streams.iter().map(|s| format!("{}/{}", s.media(), s.encoding_name())).collect();
-            failure(FailureKind::Unsupported, format!("no H.264/H.265 video stream (found: {})", found.join(", ")))
+            failure(
+                FailureKind::Unsupported,
+                format!("no H.264/H.265 video stream (found: {})", found.join(", ")),
+            )
         })?;
     let audio_i = streams.iter().position(|s| s.media() == "audio" && s.encoding_name() == "mpeg4-generic");
     let transport = match target.transport {
@@ -163,7 +169,8 @@ async fn session(target: &Target, group: Arc<SessionGroup>, sink: &EventSink) ->
     };
     let mut announced = false;
     if let Some(v) = &video {
-        announced = sink.send(IngestEvent::Connected(StreamParams { video: v.clone(), audio: audio.clone() })).await;
+        announced =
+            sink.send(IngestEvent::Connected(StreamParams { video: v.clone(), audio: audio.clone() })).await;
     }
 
     while let Some(item) = demuxed.next().await {
@@ -190,7 +197,9 @@ async fn session(target: &Target, group: Arc<SessionGroup>, sink: &EventSink) ->
                             _ => None,
                         });
                     }
-                    if !sink.send(IngestEvent::Connected(StreamParams { video: v.clone(), audio: audio.clone() })).await
+                    if !sink
+                        .send(IngestEvent::Connected(StreamParams { video: v.clone(), audio: audio.clone() }))
+                        .await
                     {
                         return Ok(());
                     }

@@ -45,7 +45,9 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 
 async fn open_store(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
     Ok(match cfg.storage.backend {
-        Backend::Local => Arc::new(LocalDirStore::new(cfg.node.data_dir.join("objects")).context("opening local object store")?),
+        Backend::Local => Arc::new(
+            LocalDirStore::new(cfg.node.data_dir.join("objects")).context("opening local object store")?,
+        ),
         Backend::S3 => {
             let s3 = &cfg.storage.s3;
             let mut c = S3Config::new(s3.bucket.clone(), s3.region.clone());
@@ -71,15 +73,23 @@ impl RunningNode {
         std::fs::create_dir_all(data).with_context(|| format!("creating data dir {}", data.display()))?;
         let (buffer, report) = {
             let dir = data.join("buffer");
-            tokio::task::spawn_blocking(move || SegmentBuffer::open(dir)).await?.context("opening segment buffer")?
+            tokio::task::spawn_blocking(move || SegmentBuffer::open(dir))
+                .await?
+                .context("opening segment buffer")?
         };
         tracing::info!(?report, "segment buffer opened");
         let store = open_store(cfg).await?;
 
         let cluster = Arc::new(
-            ClusterNode::open(cfg.node.id, &cfg.advertise_addr(), &data.join("raft"), &cfg.cluster.name, cfg.cluster.bootstrap)
-                .await
-                .context("starting Raft")?,
+            ClusterNode::open(
+                cfg.node.id,
+                &cfg.advertise_addr(),
+                &data.join("raft"),
+                &cfg.cluster.name,
+                cfg.cluster.bootstrap,
+            )
+            .await
+            .context("starting Raft")?,
         );
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
         let ctx = Arc::new(NodeCtx {
@@ -143,7 +153,17 @@ impl RunningNode {
         let http = server.handle();
         let http_task = tokio::spawn(server);
         tracing::info!(%admin_addr, node = cfg.node.id, "node started");
-        Ok(RunningNode { ctx, cluster, admin_addr, supervisor, supervisor_join, uploader, uploader_join, http, http_task })
+        Ok(RunningNode {
+            ctx,
+            cluster,
+            admin_addr,
+            supervisor,
+            supervisor_join,
+            uploader,
+            uploader_join,
+            http,
+            http_task,
+        })
     }
 
     /// Seals every camera's open segment, then uploads until the buffer is empty or

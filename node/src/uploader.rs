@@ -45,7 +45,11 @@ impl Actor for Uploader {
     type State = UploaderState;
     type Arguments = UploaderArgs;
 
-    async fn pre_start(&self, myself: ActorRef<UploaderMsg>, args: UploaderArgs) -> Result<UploaderState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<UploaderMsg>,
+        args: UploaderArgs,
+    ) -> Result<UploaderState, ActorProcessingErr> {
         let mut st = UploaderState {
             core: UploadScheduler::new(args.config, args.seed),
             ctx: args.ctx,
@@ -68,7 +72,12 @@ impl Actor for Uploader {
         Ok(st)
     }
 
-    async fn handle(&self, myself: ActorRef<UploaderMsg>, msg: UploaderMsg, st: &mut UploaderState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<UploaderMsg>,
+        msg: UploaderMsg,
+        st: &mut UploaderState,
+    ) -> Result<(), ActorProcessingErr> {
         let now_ms = st.ctx.clock.now().mono_ms;
         match msg {
             UploaderMsg::Sealed { id, meta } => {

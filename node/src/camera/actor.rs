@@ -56,12 +56,28 @@ impl Actor for CameraActor {
     type State = CameraActorState;
     type Arguments = CameraArgs;
 
-    async fn pre_start(&self, myself: ActorRef<CameraMsg>, args: CameraArgs) -> Result<CameraActorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<CameraMsg>,
+        args: CameraArgs,
+    ) -> Result<CameraActorState, ActorProcessingErr> {
         let CameraArgs { spec, epoch, ctx } = args;
         let url = url::Url::parse(&spec.url)?;
-        let target = Target { url, username: spec.username.clone(), password: spec.password.clone(), transport: spec.transport };
+        let target = Target {
+            url,
+            username: spec.username.clone(),
+            password: spec.password.clone(),
+            transport: spec.transport,
+        };
         let now = ctx.clock.now();
-        let recorder = Recorder::new(spec.id.clone(), ctx.node_id, epoch, ctx.recorder_config.clone(), ctx.seed_for(&spec.id, epoch), now);
+        let recorder = Recorder::new(
+            spec.id.clone(),
+            ctx.node_id,
+            epoch,
+            ctx.recorder_config.clone(),
+            ctx.seed_for(&spec.id, epoch),
+            now,
+        );
         ctx.status.update(&spec.id, |s| {
             s.epoch = epoch;
             s.segments_sealed = 0;
@@ -82,7 +98,12 @@ impl Actor for CameraActor {
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<CameraMsg>, msg: CameraMsg, st: &mut CameraActorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<CameraMsg>,
+        msg: CameraMsg,
+        st: &mut CameraActorState,
+    ) -> Result<(), ActorProcessingErr> {
         let now = st.ctx.clock.now();
         match msg {
             CameraMsg::Ingest { session, event, _permit } => {
@@ -108,7 +129,11 @@ impl Actor for CameraActor {
         Ok(())
     }
 
-    async fn post_stop(&self, myself: ActorRef<CameraMsg>, st: &mut CameraActorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        myself: ActorRef<CameraMsg>,
+        st: &mut CameraActorState,
+    ) -> Result<(), ActorProcessingErr> {
         let now = st.ctx.clock.now();
         st.recorder.stop(now);
         st.drain(&myself);
@@ -186,7 +211,8 @@ impl CameraActorState {
                 actor.cast(CameraMsg::Ingest { session, event, _permit: permit }).is_ok()
             }),
         };
-        let task = tokio::spawn(ingest::run_session(self.target.clone(), self.ctx.session_group.clone(), sink));
+        let task =
+            tokio::spawn(ingest::run_session(self.target.clone(), self.ctx.session_group.clone(), sink));
         self.session = Some((session, task));
     }
 
@@ -201,7 +227,8 @@ impl CameraActorState {
         // fsync + rename + index flush happen off the actor so frames keep flowing.
         tokio::spawn(async move {
             let end_ms = meta.end_wall_ms();
-            let sealed = tokio::task::spawn_blocking(move || file.seal(meta.clone()).map(|sid| (sid, meta))).await;
+            let sealed =
+                tokio::task::spawn_blocking(move || file.seal(meta.clone()).map(|sid| (sid, meta))).await;
             match sealed {
                 Ok(Ok((sealed_id, meta))) => {
                     Counters::add(&ctx.status.counters.segments_sealed, 1);

@@ -54,7 +54,11 @@ impl Actor for CameraSupervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut rx = args.sm.subscribe();
         let me = myself.clone();
         let watcher = tokio::spawn(async move {
@@ -71,7 +75,12 @@ impl Actor for CameraSupervisor {
         Ok(st)
     }
 
-    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Applied => st.reconcile_changes(&myself).await?,
             SupervisorMsg::Recheck(id) => {
@@ -84,14 +93,20 @@ impl Actor for CameraSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, evt: SupervisionEvent, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         // A camera actor died on its own (a bug, or a failed start): isolate it, retry later.
         let (cell, why): (ActorCell, String) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
             SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_default()),
             _ => return Ok(()),
         };
-        let dead = st.children.iter().find(|(_, c)| c.actor.get_id() == cell.get_id()).map(|(id, _)| id.clone());
+        let dead =
+            st.children.iter().find(|(_, c)| c.actor.get_id() == cell.get_id()).map(|(id, _)| id.clone());
         if let Some(id) = dead {
             tracing::warn!(camera = %id, reason = %why, "camera actor stopped unexpectedly; restarting in 1 s");
             myself.send_after(Duration::from_secs(1), move || SupervisorMsg::Recheck(id));
@@ -99,7 +114,11 @@ impl Actor for CameraSupervisor {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SupervisorMsg>, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         st.watcher.abort();
         let children = std::mem::take(&mut st.children);
         // Stop all in id order first (they seal in parallel), then wait for each in id order.
@@ -116,7 +135,10 @@ impl Actor for CameraSupervisor {
 }
 
 impl SupervisorState {
-    async fn reconcile_changes(&mut self, myself: &ActorRef<SupervisorMsg>) -> Result<(), ActorProcessingErr> {
+    async fn reconcile_changes(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         let ids: BTreeSet<CameraId> = {
             let mut g = self.sm.lock();
             if g.state.take_resync() {
@@ -139,7 +161,11 @@ impl SupervisorState {
     }
 
     /// Makes the running actor for `id` match what the replica says.
-    async fn reconcile(&mut self, myself: &ActorRef<SupervisorMsg>, id: &CameraId) -> Result<(), ActorProcessingErr> {
+    async fn reconcile(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        id: &CameraId,
+    ) -> Result<(), ActorProcessingErr> {
         let desired: Option<(CameraSpec, Epoch)> = {
             let g = self.sm.lock();
             g.state.camera(id).and_then(|c| match c.assignment {
