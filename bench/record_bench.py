@@ -35,7 +35,6 @@ import urllib.error
 import urllib.request
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 # Every child process started by this script; killed in `kill_all` (finally / signal).
 CHILDREN = []
@@ -111,6 +110,18 @@ def status_kib(pid, key):
     except (FileNotFoundError, ProcessLookupError):
         return None
     return None
+
+
+def pss_kib(pid):
+    """Proportional set size (shared pages divided among their users), or 0 if unavailable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0
+    return 0
 
 
 class Sampler:
@@ -202,6 +213,18 @@ def count_files(root, suffix=".mp4"):
     for _dir, _subdirs, files in os.walk(root):
         n += sum(1 for f in files if f.endswith(suffix))
     return n
+
+
+def total_bytes(root, suffix=".mp4"):
+    size = 0
+    for d, _subdirs, files in os.walk(root):
+        for f in files:
+            if f.endswith(suffix):
+                try:
+                    size += os.path.getsize(os.path.join(d, f))
+                except OSError:
+                    pass
+    return size
 
 
 def tail(path, lines=15):
@@ -338,6 +361,7 @@ def run_camrec(args, binary, urls, workdir, fake):
         dead()
         seg_after = count_files(objects)
         peak = status_kib(pid, "VmHWM") or sampler.hwm_kib()
+        pss = pss_kib(pid)
         status, body = http("GET", f"{api}/v1/cameras", timeout=10)
         recording_end = None
         if status == 200 and isinstance(body, dict):
@@ -360,8 +384,11 @@ def run_camrec(args, binary, urls, workdir, fake):
         "peak_rss_kib": peak,
         "peak_rss_per_camera_kib": peak / n,
         "marginal_rss_per_camera_kib": (peak - baseline_rss) / n,
+        "pss_end_kib": pss,
+        "pss_end_per_camera_kib": pss / n,
         "segments_in_window": seg_after - seg_before,
         "segments_total": count_files(objects),
+        "segment_bytes_total": total_bytes(objects),
         "exit_code": proc.returncode,
     }
 
@@ -411,6 +438,7 @@ def run_ffmpeg(args, ffmpeg, urls, workdir, fake):
         seg_after = count_files(out)
         cpu = sampler.cpu_seconds()
         peak = sampler.hwm_kib()
+        pss = sum(pss_kib(p.pid) for p in procs if p.poll() is None)
     finally:
         stop(procs, signal.SIGTERM, timeout=args.stop_timeout)
         ff_log.close()
@@ -422,8 +450,11 @@ def run_ffmpeg(args, ffmpeg, urls, workdir, fake):
         "cpu_s_per_camera_hour": cpu / n * 3600.0 / elapsed,
         "peak_rss_kib": peak,
         "peak_rss_per_camera_kib": peak / n,
+        "pss_end_kib": pss,
+        "pss_end_per_camera_kib": pss / n,
         "segments_in_window": seg_after - seg_before,
         "segments_total": count_files(out),
+        "segment_bytes_total": total_bytes(out),
     }
 
 
@@ -437,8 +468,9 @@ def ratio(a, b):
 def run_size(args, binary, ffmpeg, n):
     workdir = tempfile.mkdtemp(prefix=f"camrec-bench-{n}-")
     log(f"=== N={n}, T={args.seconds:.0f}s, workdir {workdir}")
-    fake = FakeCameras(binary, n, workdir, args.startup_timeout)
+    fake = None
     try:
+        fake = FakeCameras(binary, n, workdir, args.startup_timeout)
         log(f"fake-cameras: pid {fake.proc.pid}, {fake.urls[0]} ..")
         fake_cpu = {}
         a = run_camrec(args, binary, fake.urls, workdir, fake)
@@ -446,8 +478,18 @@ def run_size(args, binary, ffmpeg, n):
         b = run_ffmpeg(args, ffmpeg, fake.urls, workdir, fake)
         fake_cpu["ffmpeg"] = fake.sampler.cpu_seconds()
         fake.check()
-    finally:
-        fake.close()
+    except KeyboardInterrupt:
+        if fake:
+            fake.close()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    except BaseException:
+        if fake:
+            fake.close()
+        log(f"logs of the failed run are kept in {workdir}")
+        raise
+    fake.close()
     result = {
         "cameras": n,
         "seconds": args.seconds,
@@ -483,6 +525,8 @@ def print_table(results, goal):
         ("ffmpeg peak RSS / camera (MiB)", lambda r: mib(r["ffmpeg"]["peak_rss_per_camera_kib"])),
         ("RSS ratio camrec/ffmpeg, total/N", lambda r: f"{r['ratio_rss']:.3f}"),
         ("RSS ratio camrec/ffmpeg, marginal", lambda r: f"{r['ratio_rss_marginal']:.3f}"),
+        ("PSS / camera at end, camrec / ffmpeg (MiB)", lambda r: f"{mib(r['camrec']['pss_end_per_camera_kib'])}"
+         f" / {mib(r['ffmpeg']['pss_end_per_camera_kib'])}"),
         ("camrec recording (start/end of window)", lambda r: f"{r['camrec']['cameras_recording_start']}"
          f"/{r['camrec']['cameras_recording_end']}"),
         ("ffmpeg recording (start/end of window)", lambda r: f"{r['ffmpeg']['cameras_recording_start']}"
@@ -491,6 +535,8 @@ def print_table(results, goal):
          f" / {r['camrec']['segments_total']}"),
         ("ffmpeg segments (in window / total)", lambda r: f"{r['ffmpeg']['segments_in_window']}"
          f" / {r['ffmpeg']['segments_total']}"),
+        ("segment MB written, camrec / ffmpeg", lambda r: f"{r['camrec']['segment_bytes_total'] / 1e6:.1f}"
+         f" / {r['ffmpeg']['segment_bytes_total'] / 1e6:.1f}"),
         ("fake-cameras CPU-s (camrec / ffmpeg run)", lambda r: f"{r['fake_cameras_cpu_s']['camrec']:.1f}"
          f" / {r['fake_cameras_cpu_s']['ffmpeg']:.1f}"),
         ("camrec node exit code", lambda r: str(r["camrec"]["exit_code"])),
@@ -552,8 +598,9 @@ def main():
     def on_term(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    # Explicitly, so Ctrl-C / kill work even when started with SIGINT ignored (e.g. `cmd &`).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_term)
 
     results = []
     try:
