@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (Debian packages for
-# ffmpeg/ffprobe and GStreamer's RTSP server, mold; moto_server from PyPI as the S3 test server),
+# ffmpeg/ffprobe and GStreamer's RTSP server; moto_server from PyPI as the S3 test server),
 # then runs fmt, clippy and every test. Heavy tests start their own servers on 127.0.0.1.
 #
 # CARGO_TARGET_DIR defaults to a cache outside the clone so reruns (and CI) build incrementally.
@@ -13,8 +13,6 @@ mkdir -p "$CARGO_TARGET_DIR"
 
 need_apt=()
 command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
-command -v mold >/dev/null || need_apt+=(mold)
-command -v clang >/dev/null || need_apt+=(clang)
 /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null \
   || need_apt+=(python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp)
 dpkg -s gstreamer1.0-plugins-bad >/dev/null 2>&1 \

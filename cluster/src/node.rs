@@ -15,7 +15,8 @@ use camrec_storage::raft_log::SledLogStore;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 
-use crate::network::NoPeers;
+use openraft::RaftNetworkFactory;
+
 use crate::sm::StateMachine;
 use crate::types::ProdConfig;
 
@@ -46,6 +47,37 @@ pub enum OpenError {
     StateMachine(String),
     #[error("starting raft: {0}")]
     Raft(String),
+    #[error("{0}")]
+    WrongIdentity(String),
+}
+
+/// The file recording which cluster and node id a data dir belongs to.
+const IDENTITY_FILE: &str = "identity";
+
+/// A data dir is bound to one cluster name and node id on first start; starting it with another
+/// (a copied disk, a config mix-up) would corrupt two clusters' logs, so it is refused.
+fn check_identity(dir: &Path, id: u64, cluster_name: &str) -> Result<(), OpenError> {
+    let path = dir.join(IDENTITY_FILE);
+    let want = format!("cluster={cluster_name}\nnode={id}\n");
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == want => Ok(()),
+        Ok(found) => Err(OpenError::WrongIdentity(format!(
+            "data dir {} belongs to {}; this node is configured as cluster={cluster_name} node={id}",
+            dir.display(),
+            found.trim().replace('\n', " ")
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join("identity.tmp");
+            let write = || -> std::io::Result<()> {
+                std::fs::write(&tmp, &want)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(dir)?.sync_all()
+            };
+            write().map_err(|e| OpenError::StateMachine(format!("writing {}: {e}", path.display())))
+        }
+        Err(e) => Err(OpenError::StateMachine(format!("reading {}: {e}", path.display()))),
+    }
 }
 
 /// Raft timing for production nodes.
@@ -70,16 +102,19 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// Opens the Raft storage under `dir` and starts openraft. With `bootstrap_single` and an
-    /// uninitialized store, makes this node the sole voter.
-    pub async fn open(
+    /// Opens the Raft storage under `dir` and starts openraft over `network`. With
+    /// `bootstrap_single` and an uninitialized store, makes this node the sole voter of a new
+    /// cluster. Refuses a data dir that belongs to another cluster.
+    pub async fn open<N: RaftNetworkFactory<ProdConfig>>(
         id: u64,
         raft_addr: &str,
         dir: &Path,
         cluster_name: &str,
         bootstrap_single: bool,
+        network: N,
     ) -> Result<ClusterNode, OpenError> {
         std::fs::create_dir_all(dir).map_err(|e| OpenError::StateMachine(e.to_string()))?;
+        check_identity(dir, id, cluster_name)?;
         let log_path = dir.join("log");
         let db = sled::Config::new()
             .path(&log_path)
@@ -92,7 +127,7 @@ impl ClusterNode {
             StateMachine::open(Some(&dir.join("sm"))).map_err(|e| OpenError::StateMachine(e.to_string()))?;
         let config =
             Arc::new(raft_config(cluster_name).validate().map_err(|e| OpenError::Raft(e.to_string()))?);
-        let raft = Raft::new(id, config, NoPeers, log, sm.clone())
+        let raft = Raft::new(id, config, network, log, sm.clone())
             .await
             .map_err(|e| OpenError::Raft(e.to_string()))?;
         if bootstrap_single && !raft.is_initialized().await.map_err(|e| OpenError::Raft(e.to_string()))? {
@@ -183,7 +218,8 @@ mod tests {
     }
 
     async fn open(dir: &Path) -> ClusterNode {
-        let node = ClusterNode::open(1, "127.0.0.1:8080", dir, "test", true).await.unwrap();
+        let node =
+            ClusterNode::open(1, "127.0.0.1:8080", dir, "test", true, crate::network::NoPeers).await.unwrap();
         assert_eq!(node.wait_for_leader(Duration::from_secs(10)).await, Some(1));
         node
     }
@@ -222,6 +258,19 @@ mod tests {
         let node = open(dir.path()).await;
         assert_eq!(node.sm.lock().state.cameras(), before.cameras());
         node.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_of_another_cluster_or_node_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        open(dir.path()).await.shutdown().await;
+        let other =
+            ClusterNode::open(1, "127.0.0.1:8080", dir.path(), "other", true, crate::network::NoPeers).await;
+        assert!(matches!(other, Err(OpenError::WrongIdentity(_))));
+        let other =
+            ClusterNode::open(2, "127.0.0.1:8080", dir.path(), "test", true, crate::network::NoPeers).await;
+        let msg = other.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("cluster=test node=1"), "{msg}");
     }
 
     #[tokio::test]

@@ -21,11 +21,28 @@ use tokio::sync::watch;
 
 type NodeIdT = u64;
 
+/// Version of the snapshot layout (inside the codec's format byte). Bump it when
+/// `ClusterState`'s serialized shape changes; a node refuses a snapshot of another version
+/// instead of misreading it.
+pub const SNAPSHOT_FORMAT: u32 = 2;
+
 /// What a snapshot file holds.
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
+    format: u32,
     meta: SnapshotMeta<NodeIdT, BasicNode>,
     state: ClusterState,
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, String> {
+    // The format field comes first, so an unknown version is reported as such.
+    let (format, _): (u32, &[u8]) = codec::decode_prefix("snapshot", bytes).map_err(|e| e.to_string())?;
+    if format != SNAPSHOT_FORMAT {
+        return Err(format!(
+            "snapshot format {format} is not {SNAPSHOT_FORMAT} (written by another camrec version)"
+        ));
+    }
+    codec::decode("snapshot", bytes).map_err(|e| e.to_string())
 }
 
 /// The current snapshot: its metadata and encoded bytes (shared, never copied until sent).
@@ -153,7 +170,7 @@ where
                     g.snapshot_seq
                 ),
             };
-            let file = SnapshotFile { meta: meta.clone(), state: g.state.clone() };
+            let file = SnapshotFile { format: SNAPSHOT_FORMAT, meta: meta.clone(), state: g.state.clone() };
             let bytes = codec::encode("snapshot", &file)
                 .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
             (meta, bytes)
@@ -224,8 +241,9 @@ where
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeIdT>> {
         let bytes = snapshot.into_inner();
-        let file: SnapshotFile = codec::decode("snapshot", &bytes)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
+        let file = decode_snapshot(&bytes).map_err(|e| {
+            io_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, std::io::Error::other(e))
+        })?;
         self.persist(&bytes)?;
         let applied = {
             let mut g = self.lock();

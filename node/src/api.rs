@@ -3,13 +3,15 @@
 //! queries; they decide nothing about the cluster. Errors are JSON `{error: {code, message}}`;
 //! bad input is always a 4xx, never a 5xx.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use camrec_cluster::node::{ClusterNode, WriteErrorKind};
+use camrec_cluster::http_net;
+use camrec_cluster::node::ClusterNode;
+use camrec_cluster_core::codec;
 use camrec_cluster_core::ids::{CameraId, NodeId};
 use camrec_cluster_core::state::{
     CameraPatch, CameraRecord, CameraSpec, Command, CommandError, Transport, BITRATE_KBPS_DEFAULT,
@@ -19,18 +21,24 @@ use camrec_storage::recordings::list_recordings;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 
+use crate::control::{Control, Heartbeat, JoinRequest, ProposeAnswer, ProposeFailure};
 use crate::node_ctx::NodeCtx;
 
-/// How long a write waits for Raft before answering a retryable 503.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest JSON body accepted (a bulk import of ~10k cameras).
 pub const JSON_BODY_BYTES_MAX: usize = 4 << 20;
+/// Largest Raft RPC / forwarded proposal body (a bulk registration entry, a snapshot chunk).
+pub const RPC_BODY_BYTES_MAX: usize = 256 << 20;
+/// Bound on heartbeats queued for the leader's failure detector.
+pub const HEARTBEATS_QUEUED_MAX: usize = 4096;
 
 pub struct ApiState {
     pub ctx: Arc<NodeCtx>,
     pub cluster: Arc<ClusterNode>,
+    pub control: Control,
     pub metrics: Option<PrometheusHandle>,
     pub buffer_quota_bytes: Option<u64>,
+    /// Heartbeats received (when leader) for the failure detector.
+    pub heartbeats: tokio::sync::mpsc::Sender<NodeId>,
 }
 
 /// An API error: status, stable code, human message.
@@ -99,17 +107,20 @@ fn command_error(e: CommandError) -> ApiError {
             ApiError { status: StatusCode::CONFLICT, code: "conflict", message: e.to_string() }
         }
         CommandError::Invalid(_) => ApiError::bad_request(e.to_string()),
+        CommandError::Stale(_)
+        | CommandError::NodeStatusConflict { .. }
+        | CommandError::NodeNotEmpty { .. } => {
+            ApiError { status: StatusCode::CONFLICT, code: "conflict", message: e.to_string() }
+        }
     }
 }
 
-/// Proposes a command through Raft and maps every failure to a clear API error.
+/// Proposes a command through Raft (forwarded to the leader when needed) and maps every failure
+/// to a clear API error: no leader within the deadline is a retryable 503, never a silent loss.
 async fn write(state: &ApiState, cmd: Command) -> Result<camrec_cluster_core::state::Response, ApiError> {
-    let r = tokio::time::timeout(WRITE_TIMEOUT, state.cluster.write(cmd))
-        .await
-        .map_err(|_| ApiError::unavailable("the cluster did not commit the write within 5 s; retry"))?;
-    let r = r.map_err(|e| match e.kind {
-        WriteErrorKind::Unavailable | WriteErrorKind::NotLeader { .. } => ApiError::unavailable(e.message),
-        WriteErrorKind::Fatal => ApiError::internal(e.message),
+    let r = state.control.propose(cmd).await.map_err(|e| match e {
+        ProposeFailure::Unavailable(m) => ApiError::unavailable(m),
+        ProposeFailure::Fatal(m) => ApiError::internal(m),
     })?;
     match r.result.clone() {
         Some(err) => Err(command_error(err)),
@@ -207,7 +218,40 @@ pub struct CameraView {
     pub state: serde_json::Value,
 }
 
-fn view(state: &ApiState, record: &CameraRecord) -> CameraView {
+/// Live statuses of other nodes' cameras, fetched from their owners.
+type RemoteStatuses = BTreeMap<NodeId, BTreeMap<CameraId, serde_json::Value>>;
+
+/// How long a camera query waits for another node's live statuses.
+const REMOTE_STATUS_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Fetches `/v1/internal/status` from each of `nodes` (not this one) concurrently; a node that
+/// does not answer in time is simply missing (its cameras show `unknown`).
+async fn remote_statuses(state: &ApiState, nodes: BTreeSet<NodeId>) -> RemoteStatuses {
+    let http = reqwest::Client::new();
+    let mut calls = Vec::new();
+    for node in nodes {
+        if node == state.ctx.node_id {
+            continue;
+        }
+        let Some(addr) = state.control.addr_of(node) else { continue };
+        let http = http.clone();
+        calls.push(async move {
+            let r = http
+                .get(format!("http://{addr}/v1/internal/status"))
+                .timeout(REMOTE_STATUS_TIMEOUT)
+                .send()
+                .await;
+            let v = match r {
+                Ok(r) => r.json::<BTreeMap<CameraId, serde_json::Value>>().await.ok(),
+                Err(_) => None,
+            };
+            (node, v)
+        });
+    }
+    futures::future::join_all(calls).await.into_iter().filter_map(|(n, v)| v.map(|v| (n, v))).collect()
+}
+
+fn view(state: &ApiState, record: &CameraRecord, remote: &RemoteStatuses) -> CameraView {
     let spec = &record.spec;
     let live = if !spec.enabled {
         serde_json::to_value(CameraState::Disabled).unwrap_or_default()
@@ -218,7 +262,11 @@ fn view(state: &ApiState, record: &CameraRecord) -> CameraView {
                 Some(s) => serde_json::to_value(&s).unwrap_or_default(),
                 None => serde_json::to_value(CameraState::Connecting).unwrap_or_default(),
             },
-            Some(_) => serde_json::json!({"state": "remote"}),
+            Some(a) => remote
+                .get(&a.owner)
+                .and_then(|m| m.get(&spec.id))
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"state": "unknown", "note": format!("node {} did not answer", a.owner)})),
         }
     };
     CameraView {
@@ -240,10 +288,17 @@ fn camera_id(raw: &str) -> Result<CameraId, ApiError> {
     CameraId::new(raw).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-fn get_view(state: &ApiState, id: &CameraId) -> Result<CameraView, ApiError> {
+async fn get_view(state: &ApiState, id: &CameraId) -> Result<CameraView, ApiError> {
+    let owner = {
+        let g = state.cluster.sm.lock();
+        let record =
+            g.state.camera(id).ok_or_else(|| ApiError::not_found(format!("camera {id} not found")))?;
+        record.assignment.map(|a| a.owner)
+    };
+    let remote = remote_statuses(state, owner.into_iter().collect()).await;
     let g = state.cluster.sm.lock();
     let record = g.state.camera(id).ok_or_else(|| ApiError::not_found(format!("camera {id} not found")))?;
-    Ok(view(state, record))
+    Ok(view(state, record, &remote))
 }
 
 async fn create_camera(
@@ -253,7 +308,7 @@ async fn create_camera(
     let spec = body.into_inner().into_spec()?;
     let id = spec.id.clone();
     write(&state, Command::PutCameras { cameras: vec![spec], replace: false }).await?;
-    Ok(HttpResponse::Created().json(get_view(&state, &id)?))
+    Ok(HttpResponse::Created().json(get_view(&state, &id).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,20 +321,30 @@ async fn list_cameras(
     state: web::Data<ApiState>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let owners: BTreeSet<NodeId> = {
+        let g = state.cluster.sm.lock();
+        g.state
+            .cameras()
+            .values()
+            .filter_map(|c| c.assignment.map(|a| a.owner))
+            .filter(|o| q.node.is_none_or(|n| n == *o))
+            .collect()
+    };
+    let remote = remote_statuses(&state, owners).await;
     let g = state.cluster.sm.lock();
     let cameras: Vec<CameraView> = g
         .state
         .cameras()
         .values()
         .filter(|c| q.node.is_none() || c.assignment.map(|a| a.owner) == q.node)
-        .map(|c| view(&state, c))
+        .map(|c| view(&state, c, &remote))
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "cameras": cameras })))
 }
 
 async fn get_camera(state: web::Data<ApiState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = camera_id(&path)?;
-    Ok(HttpResponse::Ok().json(get_view(&state, &id)?))
+    Ok(HttpResponse::Ok().json(get_view(&state, &id).await?))
 }
 
 async fn patch_camera(
@@ -300,7 +365,7 @@ async fn patch_camera(
         bitrate_kbps: b.bitrate_kbps,
     };
     write(&state, Command::PatchCamera { id: id.clone(), patch }).await?;
-    Ok(HttpResponse::Ok().json(get_view(&state, &id)?))
+    Ok(HttpResponse::Ok().json(get_view(&state, &id).await?))
 }
 
 async fn delete_camera(
@@ -406,6 +471,10 @@ async fn cluster_view(state: web::Data<ApiState>) -> HttpResponse {
 }
 
 async fn nodes_view(state: web::Data<ApiState>) -> HttpResponse {
+    let m = state.cluster.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let learners: BTreeSet<u64> = membership.learner_ids().collect();
     let g = state.cluster.sm.lock();
     let nodes: Vec<serde_json::Value> = g
         .state
@@ -416,10 +485,221 @@ async fn nodes_view(state: web::Data<ApiState>) -> HttpResponse {
                 "id": n.info.id, "status": n.status, "az": n.info.az,
                 "capacity_weight": n.info.capacity_weight, "admin_addr": n.info.admin_addr,
                 "cameras": g.state.cameras_owned_by(n.info.id).count(),
+                "raft": if m.current_leader == Some(n.info.id) { "leader" }
+                        else if voters.contains(&n.info.id) { "voter" }
+                        else if learners.contains(&n.info.id) { "learner" } else { "none" },
             })
         })
         .collect();
     HttpResponse::Ok().json(serde_json::json!({ "nodes": nodes }))
+}
+
+// ------------------------------------------------------------------ nodes: drain, undrain, forget
+
+fn node_id(raw: &str) -> Result<NodeId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request(format!("node id must be an unsigned integer, got {raw:?}")))
+}
+
+async fn drain_node(state: web::Data<ApiState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let node = node_id(&path)?;
+    write(&state, Command::Drain { node }).await?;
+    Ok(node_json(&state, node)?)
+}
+
+async fn undrain_node(state: web::Data<ApiState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let node = node_id(&path)?;
+    write(&state, Command::Undrain { node }).await?;
+    Ok(node_json(&state, node)?)
+}
+
+async fn forget_node(state: web::Data<ApiState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let node = node_id(&path)?;
+    write(&state, Command::Forget { node }).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn node_json(state: &ApiState, node: NodeId) -> Result<HttpResponse, ApiError> {
+    let g = state.cluster.sm.lock();
+    let n =
+        g.state.nodes().get(&node).ok_or_else(|| ApiError::not_found(format!("node {node} not found")))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "id": node, "status": n.status, "admin_addr": n.info.admin_addr,
+        "cameras": g.state.cameras_owned_by(node).count(),
+    })))
+}
+
+// ------------------------------------------------------------------ internal: Raft RPC, join, propose, heartbeat
+
+fn check_cluster(req: &HttpRequest, state: &ApiState) -> Result<(), ApiError> {
+    if crate::control::same_cluster(req, &state.control.cluster_name) {
+        Ok(())
+    } else {
+        Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: "wrong_cluster",
+            message: format!(
+                "this node belongs to cluster {:?}; the request came from cluster {:?}",
+                state.control.cluster_name,
+                req.headers().get(http_net::CLUSTER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("(none)")
+            ),
+        })
+    }
+}
+
+fn octets(body: Vec<u8>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/octet-stream").body(body)
+}
+
+async fn raft_append(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    check_cluster(&req, &state)?;
+    let out = http_net::serve_append(&state.cluster.raft, &body)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(octets(out))
+}
+
+async fn raft_vote(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    check_cluster(&req, &state)?;
+    let out = http_net::serve_vote(&state.cluster.raft, &body)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(octets(out))
+}
+
+async fn raft_snapshot(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    check_cluster(&req, &state)?;
+    let out = http_net::serve_snapshot(&state.cluster.raft, &body)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(octets(out))
+}
+
+/// A forwarded proposal: commit it here (this node should be the leader; if it no longer is,
+/// the answer is a retryable failure and the caller retries).
+async fn internal_propose(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    check_cluster(&req, &state)?;
+    let cmd: Command = codec::decode("propose", &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let answer: ProposeAnswer = match state.cluster.write(cmd).await {
+        Ok(r) => Ok(r),
+        Err(e) => match e.kind {
+            camrec_cluster::node::WriteErrorKind::Fatal => Err(ProposeFailure::Fatal(e.message)),
+            _ => Err(ProposeFailure::Unavailable(e.message)),
+        },
+    };
+    Ok(octets(codec::encode("propose answer", &answer).map_err(|e| ApiError::internal(e.to_string()))?))
+}
+
+async fn internal_heartbeat(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    check_cluster(&req, &state)?;
+    let hb: Heartbeat =
+        codec::decode("heartbeat", &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if state.heartbeats.try_send(hb.node).is_err() {
+        metrics::counter!("camrec_heartbeats_dropped_total").increment(1);
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A node asks to join: the leader adds it as a Raft learner, then registers it in the table.
+/// Non-leaders forward the request to the leader.
+async fn internal_join(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    check_cluster(&req, &state)?;
+    let join: JoinRequest = codec::decode("join", &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if join.cluster != state.control.cluster_name {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: "wrong_cluster",
+            message: format!(
+                "node wants cluster {:?}, this is {:?}",
+                join.cluster, state.control.cluster_name
+            ),
+        });
+    }
+    let leader = state.cluster.raft.metrics().borrow().current_leader;
+    match leader {
+        Some(l) if l == state.ctx.node_id => {}
+        Some(l) => {
+            let addr =
+                state.control.addr_of(l).ok_or_else(|| ApiError::unavailable("leader address unknown"))?;
+            let resp = reqwest::Client::new()
+                .post(format!("http://{addr}/v1/internal/join"))
+                .header(http_net::CLUSTER_HEADER, &state.control.cluster_name)
+                .timeout(Duration::from_secs(10))
+                .body(body.to_vec())
+                .send()
+                .await
+                .map_err(|e| ApiError::unavailable(format!("forwarding join to leader {l}: {e}")))?;
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let text = resp.text().await.unwrap_or_default();
+            return Ok(HttpResponse::build(status).content_type("application/json").body(text));
+        }
+        None => return Err(ApiError::unavailable("no Raft leader right now; retry")),
+    }
+    let info = join.info;
+    let is_member =
+        state.cluster.raft.metrics().borrow().membership_config.nodes().any(|(id, _)| *id == info.id);
+    if !is_member {
+        state
+            .cluster
+            .raft
+            .add_learner(info.id, openraft::BasicNode::new(info.raft_addr.clone()), true)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("adding node {} as learner: {e}", info.id)))?;
+    }
+    write(&state, Command::RegisterNode(info.clone())).await?;
+    tracing::info!(node = info.id, addr = %info.admin_addr, "node joined");
+    Ok(HttpResponse::Ok().json(serde_json::json!({"joined": info.id})))
+}
+
+/// This node's recording summary (for `camrec dev --nodes K`'s progress line).
+async fn internal_summary(state: web::Data<ApiState>) -> HttpResponse {
+    use crate::status::Counters;
+    let (recording, cameras) = state.ctx.status.recording_count();
+    let c = &state.ctx.status.counters;
+    let buffer = state.ctx.buffer.stats();
+    let status = state.cluster.sm.lock().state.nodes().get(&state.ctx.node_id).map(|n| n.status);
+    HttpResponse::Ok().json(serde_json::json!({
+        "node": state.ctx.node_id, "status": status,
+        "leader": state.cluster.raft.metrics().borrow().current_leader,
+        "recording": recording, "cameras": cameras,
+        "segments_sealed": Counters::get(&c.segments_sealed),
+        "segments_uploaded": Counters::get(&c.segments_uploaded),
+        "bytes_uploaded": Counters::get(&c.bytes_uploaded),
+        "bytes_recorded": Counters::get(&c.bytes_recorded),
+        "upload_failures": Counters::get(&c.upload_failures),
+        "buffer_errors": Counters::get(&c.buffer_errors),
+        "pending_segments": buffer.pending_segments,
+        "pending_bytes": buffer.pending_bytes,
+    }))
+}
+
+/// This node's live camera statuses (for other nodes answering camera queries).
+async fn internal_status(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.ctx.status.snapshot())
 }
 
 async fn healthz() -> HttpResponse {
@@ -475,6 +755,11 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::not_found(format!("no route for {} {}", req.method(), req.path())).error_response()
 }
 
+/// A resource accepting bodies up to [`RPC_BODY_BYTES_MAX`] (Raft RPC, forwarded proposals).
+fn big(path: &str) -> actix_web::Resource {
+    web::resource(path).app_data(web::PayloadConfig::new(RPC_BODY_BYTES_MAX))
+}
+
 /// Registers every route and the JSON/query/path error handlers (bad input → 400 JSON).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
@@ -501,5 +786,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/v1/cameras/{id}", web::patch().to(patch_camera))
     .route("/v1/cameras/{id}", web::delete().to(delete_camera))
     .route("/v1/cameras/{id}/recordings", web::get().to(recordings))
+    .route("/v1/nodes/{id}/drain", web::post().to(drain_node))
+    .route("/v1/nodes/{id}/undrain", web::post().to(undrain_node))
+    .route("/v1/nodes/{id}", web::delete().to(forget_node))
+    .route("/v1/internal/status", web::get().to(internal_status))
+    .route("/v1/internal/summary", web::get().to(internal_summary))
+    .service(big("/v1/raft/append").route(web::post().to(raft_append)))
+    .service(big("/v1/raft/vote").route(web::post().to(raft_vote)))
+    .service(big("/v1/raft/snapshot").route(web::post().to(raft_snapshot)))
+    .service(big("/v1/internal/propose").route(web::post().to(internal_propose)))
+    .service(big("/v1/internal/heartbeat").route(web::post().to(internal_heartbeat)))
+    .service(big("/v1/internal/join").route(web::post().to(internal_join)))
     .default_service(web::to(not_found));
 }

@@ -61,6 +61,9 @@ pub struct StorageSection {
     pub backend: Backend,
     /// Key prefix inside the bucket / objects dir (may be empty).
     pub prefix: String,
+    /// Root of the local object store (default `{data_dir}/objects`); nodes of one host may
+    /// share it (writes are create-only).
+    pub local_dir: Option<PathBuf>,
     pub upload_concurrency_max: usize,
     pub upload_retry_base_ms: u64,
     pub upload_retry_cap_ms: u64,
@@ -84,9 +87,22 @@ pub struct S3Section {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSection {
+    /// Cluster name; nodes refuse Raft traffic and joins from another cluster.
     pub name: String,
-    /// Initialize a new single-voter cluster on an empty store.
+    /// Initialize a new single-voter cluster on an empty store (exactly one node, once).
     pub bootstrap: bool,
+    /// Admin addresses (`host:port`) of existing members to join through.
+    pub seeds: Vec<String>,
+    /// Raft voters to keep (3 or 5); every other node is a learner.
+    pub voters: usize,
+    pub heartbeat_interval_ms: u64,
+    /// A node not heard from for this long is declared dead by the leader.
+    pub dead_after_ms: u64,
+    /// Most handovers one rebalance round plans.
+    pub rebalance_moves_max: u32,
+    pub rebalance_interval_ms: u64,
+    /// On SIGTERM, how long to wait for the node's cameras to be handed over before exiting.
+    pub drain_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +163,7 @@ impl Default for StorageSection {
         StorageSection {
             backend: Backend::Local,
             prefix: String::new(),
+            local_dir: None,
             upload_concurrency_max: 8,
             upload_retry_base_ms: 500,
             upload_retry_cap_ms: 30_000,
@@ -157,7 +174,17 @@ impl Default for StorageSection {
 
 impl Default for ClusterSection {
     fn default() -> Self {
-        ClusterSection { name: "camrec".into(), bootstrap: true }
+        ClusterSection {
+            name: "camrec".into(),
+            bootstrap: false,
+            seeds: Vec::new(),
+            voters: 3,
+            heartbeat_interval_ms: 500,
+            dead_after_ms: 2_000,
+            rebalance_moves_max: 200,
+            rebalance_interval_ms: 2_000,
+            drain_timeout_ms: 120_000,
+        }
     }
 }
 

@@ -42,16 +42,21 @@ pub struct DevArgs {
     /// Target segment duration in milliseconds.
     #[arg(long)]
     pub segment_ms: Option<u32>,
-    /// Number of node processes (the multi-node mode arrives with the cluster work).
+    /// Number of node processes: 1 runs in this process; K > 1 starts K `camrec node`
+    /// processes on consecutive ports from --listen (try `kill -9` on one).
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.nodes == 1, "--nodes > 1 is not supported yet: this build runs a single node");
+    anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
+    if args.nodes > 1 {
+        return crate::dev_cluster::run(args).await;
+    }
     let mut cfg = NodeConfig::default();
     cfg.node.data_dir = args.data.clone();
     cfg.node.listen = args.listen;
+    cfg.cluster.bootstrap = true;
     if let Some(ms) = args.segment_ms {
         cfg.recorder.segment_target_ms = ms;
     }
@@ -211,8 +216,19 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
+/// Why the process is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Ctrl-C / SIGINT: seal and flush, no drain.
+    Interrupt,
+    /// SIGTERM (orchestrator, ASG lifecycle): drain first.
+    Terminate,
+    /// `--duration` elapsed.
+    Timer,
+}
+
 /// Resolves on Ctrl-C, SIGTERM, or after `duration`.
-pub async fn wait_for_stop(duration: Option<Duration>) {
+pub async fn wait_for_stop(duration: Option<Duration>) -> StopReason {
     let timer = async {
         match duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -232,8 +248,8 @@ pub async fn wait_for_stop(duration: Option<Duration>) {
     let term = std::future::pending::<()>();
     tokio::select! {
         biased;
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-        _ = timer => {}
+        _ = tokio::signal::ctrl_c() => StopReason::Interrupt,
+        _ = term => StopReason::Terminate,
+        _ = timer => StopReason::Timer,
     }
 }

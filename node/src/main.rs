@@ -5,9 +5,12 @@ mod api;
 mod camera;
 mod clock;
 mod config;
+mod control;
 mod dev;
+mod dev_cluster;
 mod fake;
 mod ingest;
+mod leader;
 mod node_ctx;
 mod runtime;
 mod status;
@@ -103,7 +106,11 @@ const NODE_FLUSH_DEADLINE: Duration = Duration::from_secs(30);
 
 async fn run_node(cfg: config::NodeConfig) -> anyhow::Result<()> {
     let node = runtime::RunningNode::start(&cfg).await?;
-    dev::wait_for_stop(None).await;
+    let reason = dev::wait_for_stop(None).await;
+    if reason == dev::StopReason::Terminate {
+        tracing::info!("SIGTERM: draining this node's cameras to the others (make-before-break)");
+        node.drain_self(Duration::from_millis(cfg.cluster.drain_timeout_ms)).await;
+    }
     tracing::info!("stopping: sealing segments and flushing uploads");
     let report = node.shutdown(NODE_FLUSH_DEADLINE).await;
     tracing::info!(pending_segments = report.pending_segments, "stopped");

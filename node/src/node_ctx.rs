@@ -27,6 +27,8 @@ pub struct NodeCtx {
     /// while a stale one lives).
     pub session_group: Arc<SessionGroup>,
     pub uploader: OnceLock<ActorRef<UploaderMsg>>,
+    /// Incoming-owner cameras whose first segment is sealed: (camera, epoch) to report.
+    pub handovers: tokio::sync::mpsc::Sender<(CameraId, Epoch)>,
     /// Per-process entropy mixed into every recorder's seed (jitter must differ between nodes,
     /// or reconnect storms synchronise).
     pub seed_base: u64,

@@ -5,19 +5,25 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use camrec_cluster::http_net::HttpNetwork;
 use camrec_cluster::node::ClusterNode;
-use camrec_cluster_core::state::{Command, NodeInfo};
+use camrec_cluster_core::failure::FailureConfig;
+use camrec_cluster_core::ids::{CameraId, Epoch};
+use camrec_cluster_core::state::{Command, NodeInfo, NodeStatus};
 use camrec_node_core::upload::UploadConfig;
 use camrec_storage::buffer::SegmentBuffer;
 use camrec_storage::object_store::{LocalDirStore, ObjectStore, S3Config, S3Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, ActorRef};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
 use crate::camera::supervisor::{CameraSupervisor, SupervisorArgs, SupervisorMsg};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, NodeConfig};
+use crate::control::Control;
+use crate::leader::{self, DutyConfig};
 use crate::node_ctx::NodeCtx;
 use crate::status::StatusBoard;
 use crate::uploader::{Uploader, UploaderArgs, UploaderMsg};
@@ -26,6 +32,7 @@ use crate::uploader::{Uploader, UploaderArgs, UploaderMsg};
 pub struct RunningNode {
     pub ctx: Arc<NodeCtx>,
     pub cluster: Arc<ClusterNode>,
+    pub control: Control,
     pub admin_addr: std::net::SocketAddr,
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_join: JoinHandle<()>,
@@ -33,6 +40,38 @@ pub struct RunningNode {
     uploader_join: JoinHandle<()>,
     http: actix_web::dev::ServerHandle,
     http_task: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Bound on handover reports waiting to be proposed.
+const HANDOVERS_QUEUED_MAX: usize = 65_536;
+
+/// Proposes `HandoverReady` for incoming-owner cameras that sealed their first segment; retries
+/// until committed or the handover is no longer pending (cancelled, node died).
+async fn report_handovers(control: Control, mut rx: mpsc::Receiver<(CameraId, Epoch)>) {
+    let me = control.cluster.id;
+    while let Some((camera, epoch)) = rx.recv().await {
+        loop {
+            let pending = {
+                let g = control.cluster.sm.lock();
+                g.state
+                    .camera(&camera)
+                    .and_then(|c| c.assignment)
+                    .and_then(|a| a.incoming)
+                    .is_some_and(|i| i.node == me && i.epoch == epoch)
+            };
+            if !pending {
+                break;
+            }
+            match control.propose(Command::HandoverReady { camera: camera.clone(), node: me, epoch }).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(%camera, error = %e, "reporting handover; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
 }
 
 /// The process-wide Prometheus recorder (metrics' recorder is global by design of the crate).
@@ -87,14 +126,17 @@ impl RunningNode {
                 &data.join("raft"),
                 &cfg.cluster.name,
                 cfg.cluster.bootstrap,
+                HttpNetwork::new(&cfg.cluster.name),
             )
             .await
             .context("starting Raft")?,
         );
+        let control = Control::new(cluster.clone(), &cfg.cluster.name);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let (handovers_tx, handovers_rx) = mpsc::channel(HANDOVERS_QUEUED_MAX);
         let ctx = Arc::new(NodeCtx {
             node_id: cfg.node.id,
-            clock,
+            clock: clock.clone(),
             buffer: Arc::new(buffer),
             store,
             prefix: match cfg.storage.backend {
@@ -106,6 +148,7 @@ impl RunningNode {
             frames_queued_max: cfg.recorder.frames_queued_max,
             session_group: Arc::new(retina::client::SessionGroup::default()),
             uploader: OnceLock::new(),
+            handovers: handovers_tx,
             seed_base: os_seed(),
         });
 
@@ -126,19 +169,15 @@ impl RunningNode {
         .context("starting uploader")?;
         let _ = ctx.uploader.set(uploader.clone());
 
-        // Join: make sure the replicated table knows this node (it is where cameras get placed).
-        register(&cluster, cfg).await?;
-
-        let (supervisor, supervisor_join) =
-            Actor::spawn(None, CameraSupervisor, SupervisorArgs { ctx: ctx.clone(), sm: cluster.sm.clone() })
-                .await
-                .context("starting camera supervisor")?;
-
+        // The API (and Raft RPC) must serve before joining: the leader replicates to us.
+        let (heartbeats_tx, heartbeats_rx) = mpsc::channel(api::HEARTBEATS_QUEUED_MAX);
         let state = actix_web::web::Data::new(ApiState {
             ctx: ctx.clone(),
             cluster: cluster.clone(),
+            control: control.clone(),
             metrics: metrics_handle(),
             buffer_quota_bytes: None,
+            heartbeats: heartbeats_tx,
         });
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new().app_data(state.clone()).configure(api::configure)
@@ -152,10 +191,49 @@ impl RunningNode {
         let server = server.run();
         let http = server.handle();
         let http_task = tokio::spawn(server);
+
+        let mut tasks = Vec::new();
+        let duties = DutyConfig {
+            failure: FailureConfig {
+                heartbeat_interval_ms: cfg.cluster.heartbeat_interval_ms,
+                dead_after_ms: cfg.cluster.dead_after_ms,
+            },
+            voters_target: cfg.cluster.voters,
+            rebalance_moves_max: cfg.cluster.rebalance_moves_max,
+            rebalance_interval_ms: cfg.cluster.rebalance_interval_ms,
+        };
+        tasks.push(tokio::spawn(leader::run_duties(control.clone(), clock.clone(), duties, heartbeats_rx)));
+        tasks.push(tokio::spawn(leader::run_heartbeats(
+            control.clone(),
+            Duration::from_millis(cfg.cluster.heartbeat_interval_ms),
+        )));
+        tasks.push(tokio::spawn(report_handovers(control.clone(), handovers_rx)));
+
+        // Join (a fresh non-bootstrap node) or re-register (addresses may have changed).
+        let info = NodeInfo {
+            id: cfg.node.id,
+            az: cfg.node.az.clone(),
+            capacity_weight: cfg.node.capacity_weight,
+            admin_addr: cfg.advertise_addr(),
+            raft_addr: cfg.advertise_addr(),
+        };
+        let initialized = cluster.raft.is_initialized().await.map_err(|e| anyhow::anyhow!("raft: {e}"))?;
+        if !initialized {
+            tracing::info!(seeds = ?cfg.cluster.seeds, "joining the cluster");
+            control.join(&cfg.cluster.seeds, &info).await?;
+        } else {
+            register(&control, info).await?;
+        }
+
+        let (supervisor, supervisor_join) =
+            Actor::spawn(None, CameraSupervisor, SupervisorArgs { ctx: ctx.clone(), sm: cluster.sm.clone() })
+                .await
+                .context("starting camera supervisor")?;
         tracing::info!(%admin_addr, node = cfg.node.id, "node started");
         Ok(RunningNode {
             ctx,
             cluster,
+            control,
             admin_addr,
             supervisor,
             supervisor_join,
@@ -163,7 +241,42 @@ impl RunningNode {
             uploader_join,
             http,
             http_task,
+            tasks,
         })
+    }
+
+    /// Hands this node's cameras to others (make-before-break) and waits until it owns none, or
+    /// `timeout` passes. Skipped when no other node could take them.
+    pub async fn drain_self(&self, timeout: Duration) {
+        let me = self.ctx.node_id;
+        let others = {
+            let g = self.cluster.sm.lock();
+            g.state.nodes().iter().filter(|(id, n)| **id != me && n.status == NodeStatus::Active).count()
+        };
+        if others == 0 {
+            tracing::info!("no other active node: stopping without a drain");
+            return;
+        }
+        if let Err(e) = self.control.propose(Command::Drain { node: me }).await {
+            tracing::warn!(error = %e, "could not start the drain; stopping anyway");
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let done = {
+                let g = self.cluster.sm.lock();
+                g.state.nodes().get(&me).is_some_and(|n| n.status == NodeStatus::Drained)
+            };
+            if done {
+                tracing::info!("drained: all cameras handed over");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("drain did not finish in time; stopping with cameras still assigned");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Seals every camera's open segment, then uploads until the buffer is empty or
@@ -189,6 +302,9 @@ impl RunningNode {
         let left = self.ctx.buffer.stats();
         self.uploader.stop(Some("shutdown".into()));
         let _ = self.uploader_join.await;
+        for task in &self.tasks {
+            task.abort();
+        }
         self.http.stop(true).await;
         let _ = self.http_task.await;
         self.cluster.shutdown().await;
@@ -202,20 +318,11 @@ pub struct ShutdownReport {
     pub pending_bytes: u64,
 }
 
-async fn register(cluster: &ClusterNode, cfg: &NodeConfig) -> anyhow::Result<()> {
-    let info = NodeInfo {
-        id: cfg.node.id,
-        az: cfg.node.az.clone(),
-        capacity_weight: cfg.node.capacity_weight,
-        admin_addr: cfg.advertise_addr(),
-        raft_addr: cfg.advertise_addr(),
-    };
-    if cluster.sm.lock().state.nodes().get(&cfg.node.id).is_some_and(|n| n.info == info) {
-        return Ok(());
-    }
-    cluster.wait_for_leader(Duration::from_secs(30)).await.context("no Raft leader within 30 s")?;
+/// Re-registers a restarted member (it may have new addresses, or have been declared down).
+async fn register(control: &Control, info: NodeInfo) -> anyhow::Result<()> {
+    control.cluster.wait_for_leader(Duration::from_secs(60)).await.context("no Raft leader within 60 s")?;
     for attempt in 1..=50 {
-        match cluster.write(Command::RegisterNode(info.clone())).await {
+        match control.propose(Command::RegisterNode(info.clone())).await {
             Ok(_) => return Ok(()),
             Err(e) if attempt < 50 => {
                 tracing::info!(error = %e, "registering node; retrying");

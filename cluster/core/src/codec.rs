@@ -43,6 +43,19 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
     Ok(value)
 }
 
+/// Decodes a value from the front of bytes produced by [`encode`], ignoring what follows (to
+/// read a leading version field before the whole value).
+pub fn decode_prefix<'a, T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &'a [u8],
+) -> Result<(T, &'a [u8]), CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(CodecError::UnknownVersion { found: version });
+    }
+    postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed { what, message: e.to_string() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

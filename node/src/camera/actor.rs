@@ -30,6 +30,9 @@ pub enum CameraMsg {
 pub struct CameraArgs {
     pub spec: CameraSpec,
     pub epoch: Epoch,
+    /// This node is the incoming owner of a make-before-break handover: report the first
+    /// sealed segment so the leader can complete it.
+    pub handover: bool,
     pub ctx: Arc<NodeCtx>,
 }
 
@@ -49,6 +52,9 @@ pub struct CameraActorState {
     tick_at: Option<u64>,
     tick_task: Option<JoinHandle<()>>,
     permits: Arc<Semaphore>,
+    epoch: Epoch,
+    /// Still to report the first sealed segment of a handover.
+    handover_pending: bool,
 }
 
 impl Actor for CameraActor {
@@ -61,7 +67,7 @@ impl Actor for CameraActor {
         myself: ActorRef<CameraMsg>,
         args: CameraArgs,
     ) -> Result<CameraActorState, ActorProcessingErr> {
-        let CameraArgs { spec, epoch, ctx } = args;
+        let CameraArgs { spec, epoch, handover, ctx } = args;
         let url = url::Url::parse(&spec.url)?;
         let target = Target {
             url,
@@ -93,6 +99,8 @@ impl Actor for CameraActor {
             open: BTreeMap::new(),
             tick_at: None,
             tick_task: None,
+            epoch,
+            handover_pending: handover,
         };
         state.drain(&myself);
         Ok(state)
@@ -223,6 +231,7 @@ impl CameraActorState {
         };
         let ctx = self.ctx.clone();
         let id = self.id.clone();
+        let report_handover = std::mem::take(&mut self.handover_pending).then_some(self.epoch);
         Counters::add(&ctx.status.counters.seals_in_flight, 1);
         // fsync + rename + index flush happen off the actor so frames keep flowing.
         tokio::spawn(async move {
@@ -239,6 +248,11 @@ impl CameraActorState {
                     });
                     if let Some(uploader) = ctx.uploader.get() {
                         let _ = uploader.cast(UploaderMsg::Sealed { id: sealed_id, meta });
+                    }
+                    if let Some(epoch) = report_handover {
+                        if ctx.handovers.try_send((id.clone(), epoch)).is_err() {
+                            tracing::warn!(camera = %id, "handover report queue full; the leader will retry the drain");
+                        }
                     }
                 }
                 Ok(Err(e)) => {

@@ -166,15 +166,18 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         id: &CameraId,
     ) -> Result<(), ActorProcessingErr> {
-        let desired: Option<(CameraSpec, Epoch)> = {
+        // Record when this node owns the camera, or is its incoming owner during a handover.
+        let me = self.ctx.node_id;
+        let desired: Option<(CameraSpec, Epoch, bool)> = {
             let g = self.sm.lock();
-            g.state.camera(id).and_then(|c| match c.assignment {
-                Some(a) if a.owner == self.ctx.node_id && c.spec.enabled => Some((c.spec.clone(), a.epoch)),
-                _ => None,
+            g.state.camera(id).filter(|c| c.spec.enabled).and_then(|c| match c.assignment {
+                Some(a) if a.owner == me => Some((c.spec.clone(), a.epoch, false)),
+                Some(a) => a.incoming.filter(|i| i.node == me).map(|i| (c.spec.clone(), i.epoch, true)),
+                None => None,
             })
         };
         let running_matches = match (&desired, self.children.get(id)) {
-            (Some((spec, epoch)), Some(child)) => child.epoch == *epoch && &child.spec == spec,
+            (Some((spec, epoch, _)), Some(child)) => child.epoch == *epoch && &child.spec == spec,
             (None, None) => true,
             _ => false,
         };
@@ -187,9 +190,9 @@ impl SupervisorState {
             // Wait so the old actor seals before a new one for the same camera opens files.
             let _ = tokio::time::timeout(CAMERA_STOP_TIMEOUT, child.join).await;
         }
-        if let Some((spec, epoch)) = desired {
-            tracing::info!(camera = %id, epoch, "starting camera");
-            let args = CameraArgs { spec: spec.clone(), epoch, ctx: self.ctx.clone() };
+        if let Some((spec, epoch, handover)) = desired {
+            tracing::info!(camera = %id, epoch, handover, "starting camera");
+            let args = CameraArgs { spec: spec.clone(), epoch, handover, ctx: self.ctx.clone() };
             match Actor::spawn_linked(None, CameraActor, args, myself.get_cell()).await {
                 Ok((actor, join)) => {
                     self.children.insert(id.clone(), Child { actor, join, epoch, spec });
