@@ -4,6 +4,7 @@
 // End-to-end tests wait on real processes in real time; the determinism bans do not apply.
 #![allow(clippy::disallowed_methods)]
 
+mod cluster;
 mod failures;
 mod recording;
 mod s3;
