@@ -504,13 +504,13 @@ fn node_id(raw: &str) -> Result<NodeId, ApiError> {
 async fn drain_node(state: web::Data<ApiState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let node = node_id(&path)?;
     write(&state, Command::Drain { node }).await?;
-    Ok(node_json(&state, node)?)
+    node_json(&state, node)
 }
 
 async fn undrain_node(state: web::Data<ApiState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let node = node_id(&path)?;
     write(&state, Command::Undrain { node }).await?;
-    Ok(node_json(&state, node)?)
+    node_json(&state, node)
 }
 
 async fn forget_node(state: web::Data<ApiState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -85,7 +85,10 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 async fn open_store(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
     Ok(match cfg.storage.backend {
         Backend::Local => Arc::new(
-            LocalDirStore::new(cfg.node.data_dir.join("objects")).context("opening local object store")?,
+            LocalDirStore::new(
+                cfg.storage.local_dir.clone().unwrap_or_else(|| cfg.node.data_dir.join("objects")),
+            )
+            .context("opening local object store")?,
         ),
         Backend::S3 => {
             let s3 = &cfg.storage.s3;

@@ -1,12 +1,16 @@
-//! Segment buffer tests: the seal/upload life cycle, pair checks, restart and crash recovery,
-//! and a model-based test against a `BTreeMap` with reboot steps (after sled's
-//! `fuzz_model.rs`).
+//! Segment buffer tests: the seal/upload life cycle, pair checks, restart and crash recovery
+//! (salvage of partial segments, checked with ffprobe/ffmpeg), and a model-based test against a
+//! `BTreeMap` with reboot steps (after sled's `fuzz_model.rs`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use bytes::Bytes;
 use camrec_cluster_core::ids::CameraId;
-use camrec_node_core::segment::{SegmentMeta, VideoCodec};
+use camrec_node_core::fmp4::Sample;
+use camrec_node_core::params::StreamParams;
+use camrec_node_core::segment::{SegmentContent, SegmentMeta, SegmentStart, VideoCodec};
+use camrec_node_core::testutil::{self, BuiltSegment};
 use camrec_storage::{BufferStats, ErrorKind, OpenReport, OpenSegmentFile, SealedId, SegmentBuffer};
 use rand::{Rng, SeedableRng};
 
@@ -30,9 +34,14 @@ fn meta_for(camera: &CameraId, seq: u64, data: &[u8]) -> SegmentMeta {
     }
 }
 
+/// The identity `meta_for` gives segment `seq`.
+fn start_for(camera: &CameraId, seq: u64) -> SegmentStart {
+    meta_for(camera, seq, b"").start()
+}
+
 /// Writes `data` in a few chunks and seals it.
 fn write_segment(buffer: &SegmentBuffer, camera: &CameraId, seq: u64, data: &[u8]) -> SealedId {
-    let mut file = buffer.begin(camera, seq).unwrap();
+    let mut file = buffer.begin(start_for(camera, seq)).unwrap();
     for chunk in data.chunks(7) {
         file.write(chunk).unwrap();
     }
@@ -82,7 +91,7 @@ fn write_seal_pending_verify_confirm() {
 fn abort_removes_the_partial_file() {
     let dir = tempfile::tempdir().unwrap();
     let (buffer, _) = SegmentBuffer::open(dir.path()).unwrap();
-    let mut file = buffer.begin(&cam("c"), 1).unwrap();
+    let mut file = buffer.begin(start_for(&cam("c"), 1)).unwrap();
     file.write(b"partial").unwrap();
     assert_eq!(names(&dir.path().join("open")).len(), 1);
     file.abort().unwrap();
@@ -95,12 +104,12 @@ fn checksum_mismatch_at_seal_is_rejected_and_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let (buffer, _) = SegmentBuffer::open(dir.path()).unwrap();
     let c = cam("c");
-    let mut file = buffer.begin(&c, 1).unwrap();
+    let mut file = buffer.begin(start_for(&c, 1)).unwrap();
     file.write(b"what the buffer received").unwrap();
     let err = file.seal(meta_for(&c, 1, b"what the recorder emitted")).unwrap_err();
     assert_eq!(err.kind, ErrorKind::DataLoss, "{err}");
     // Same length, different bytes.
-    let mut file = buffer.begin(&c, 2).unwrap();
+    let mut file = buffer.begin(start_for(&c, 2)).unwrap();
     file.write(b"abcd").unwrap();
     assert_eq!(file.seal(meta_for(&c, 2, b"abce")).unwrap_err().kind, ErrorKind::DataLoss);
     assert!(buffer.pending().unwrap().is_empty());
@@ -161,7 +170,7 @@ fn crash_leftovers_are_quarantined_and_lost_records_reported() {
         lost_meta = buffer.verify(lost_id).unwrap();
         std::fs::remove_file(buffer.path_of(lost_id).unwrap()).unwrap();
         // A crash mid-segment: the open file is dropped without seal or abort.
-        let mut open = buffer.begin(&c, 3).unwrap();
+        let mut open = buffer.begin(start_for(&c, 3)).unwrap();
         open.write(b"half a segm").unwrap();
         drop(open);
     }
@@ -175,7 +184,8 @@ fn crash_leftovers_are_quarantined_and_lost_records_reported() {
             parts_quarantined: 1,
             orphans_quarantined: 1,
             lost_segments: 1,
-            lost: vec![(lost_id, lost_meta)]
+            lost: vec![(lost_id, lost_meta)],
+            ..OpenReport::default()
         }
     );
     assert_eq!(buffer.pending().unwrap().iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![kept]);
@@ -191,42 +201,210 @@ fn crash_leftovers_are_quarantined_and_lost_records_reported() {
     assert_eq!(report, OpenReport::default());
 }
 
-/// Random begin/write/seal/abort/confirm/reopen steps against a model: the sealed-and-not-
-/// confirmed segments in seal order, and the set of files being written.
+/// Writes `bytes` to a new `.part` for `start` in chunks of about one write per frame, then
+/// "crashes" (drops the file without seal or abort, as kill -9 would).
+fn crash_mid_segment(dir: &Path, start: SegmentStart, bytes: &[u8]) {
+    let (buffer, _) = SegmentBuffer::open(dir).unwrap();
+    let mut file = buffer.begin(start).unwrap();
+    for chunk in bytes.chunks(1500) {
+        file.write(chunk).unwrap();
+    }
+    drop(file);
+}
+
+fn h264_aac_start(camera: &CameraId, seq: u64) -> SegmentStart {
+    SegmentStart { has_audio: true, ..start_for(camera, seq) }
+}
+
+/// kill -9 mid-segment: the complete fragments of a real H.264+AAC segment come back as one
+/// sealed, pending segment that ffprobe/ffmpeg read without a message; a torn last fragment is
+/// cut off. Cut points: exactly at a fragment end, one byte short of it, inside the next moof
+/// header, and the whole file (crash before the seal).
 #[test]
-fn model_based_random_operations() {
-    for seed in 0..8u64 {
-        run_model(seed, 300);
+fn crash_mid_segment_salvages_complete_fragments() {
+    let media_dir = tempfile::tempdir().unwrap();
+    let (_, segment) = testutil::encoded_segment(media_dir.path(), VideoCodec::H264, 4);
+    let ends: Vec<usize> = segment.fragments.iter().map(|f| f.end_bytes).collect();
+    let c = cam("lobby");
+    for (cut, fragments_kept) in [(ends[0], 1), (ends[2] - 1, 2), (ends[2] + 5, 3), (ends[3], 4)] {
+        let dir = tempfile::tempdir().unwrap();
+        let start = h264_aac_start(&c, 7);
+        crash_mid_segment(dir.path(), start.clone(), &segment.bytes[..cut]);
+
+        let (buffer, report) = SegmentBuffer::open(dir.path()).unwrap();
+        let kept = segment.fragments[fragments_kept - 1];
+        let frame_ms = 40;
+        let expected_ms = kept.video_frames as i64 * frame_ms;
+        assert_eq!(
+            (
+                report.parts_salvaged,
+                report.parts_quarantined,
+                report.orphans_quarantined,
+                report.lost_segments
+            ),
+            (1, 0, 0, 0),
+            "cut at {cut}: {report:?}"
+        );
+        assert!((report.salvaged_ms as i64 - expected_ms).abs() <= frame_ms, "{report:?}");
+        let pending = buffer.pending().unwrap();
+        let [(id, meta)] = pending.as_slice() else { panic!("cut at {cut}: pending {pending:?}") };
+        let prefix = &segment.bytes[..kept.end_bytes];
+        assert_eq!(meta.start(), start);
+        assert_eq!((meta.bytes, meta.crc32c), (prefix.len() as u64, crc32c::crc32c(prefix)), "cut at {cut}");
+        assert_eq!(meta.video_frames, kept.video_frames);
+        assert!((i64::from(meta.duration_ms) - expected_ms).abs() <= frame_ms, "{meta:?}");
+        assert_eq!(buffer.verify(*id).unwrap(), *meta);
+        assert_eq!(buffer.stats(), BufferStats { pending_segments: 1, pending_bytes: meta.bytes });
+        let path = buffer.path_of(*id).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), prefix);
+        let probed_ms = testutil::validate_with_ffmpeg(&path);
+        assert!(
+            (probed_ms - meta.duration_ms as f64).abs() <= frame_ms as f64,
+            "ffprobe {probed_ms} ms, {meta:?}"
+        );
+        assert_eq!(testutil::ffprobe_video_frames(&path), u64::from(kept.video_frames));
+        assert!(names(&dir.path().join("open")).is_empty());
+        assert!(names(buffer.quarantine_dir()).is_empty());
+        drop(buffer);
+
+        // Recovery is idempotent; the salvaged segment stays pending.
+        let (buffer, report) = SegmentBuffer::open(dir.path()).unwrap();
+        assert_eq!(report, OpenReport::default());
+        assert_eq!(buffer.pending().unwrap(), pending);
     }
 }
 
-fn run_model(seed: u64, steps: usize) {
+/// Leftovers that cannot be sealed are quarantined untouched: only ftyp+moov, a first fragment
+/// torn, a `.part` without an `open` record (a crash between an older version's create and
+/// record, or a stray file), and a file whose init segment contradicts its record.
+#[test]
+fn unsalvageable_parts_are_quarantined() {
+    let media = fake_media_segment();
+    let c = cam("c");
+    let first_end = media.fragments[0].end_bytes;
+    let cases: [(&str, SegmentStart, &[u8]); 3] = [
+        ("init only", start_for(&c, 1), &media.bytes[..media.init_bytes]),
+        ("torn first fragment", start_for(&c, 2), &media.bytes[..first_end - 1]),
+        ("record says audio, file has none", h264_aac_start(&c, 3), &media.bytes),
+    ];
+    for (what, start, bytes) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        crash_mid_segment(dir.path(), start, bytes);
+        let (buffer, report) = SegmentBuffer::open(dir.path()).unwrap();
+        assert_eq!((report.parts_salvaged, report.parts_quarantined), (0, 1), "{what}: {report:?}");
+        assert!(buffer.pending().unwrap().is_empty(), "{what}");
+        let quarantined = names(buffer.quarantine_dir());
+        assert_eq!(quarantined.len(), 1, "{what}");
+        assert_eq!(std::fs::read(buffer.quarantine_dir().join(&quarantined[0])).unwrap(), bytes, "{what}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    drop(SegmentBuffer::open(dir.path()).unwrap());
+    std::fs::write(dir.path().join("open").join("c-00000000000000000042.part"), &media.bytes).unwrap();
+    let (buffer, report) = SegmentBuffer::open(dir.path()).unwrap();
+    assert_eq!((report.parts_salvaged, report.parts_quarantined), (0, 1), "no record: {report:?}");
+    assert_eq!(names(buffer.quarantine_dir()), vec!["c-00000000000000000042.part".to_owned()]);
+}
+
+/// `seal` and `abort` remove the `open` record: after a reboot nothing is salvaged twice, and a
+/// later leftover with the same content is still salvaged from its own record.
+#[test]
+fn seal_and_abort_leave_nothing_to_salvage() {
+    let media = fake_media_segment();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cam("c");
+    {
+        let (buffer, _) = SegmentBuffer::open(dir.path()).unwrap();
+        let mut sealed = buffer.begin(start_for(&c, 1)).unwrap();
+        sealed.write(&media.bytes).unwrap();
+        let meta = expected_salvage(&start_for(&c, 1), &media, media.bytes.len()).unwrap();
+        sealed.seal(meta).unwrap();
+        let mut aborted = buffer.begin(start_for(&c, 2)).unwrap();
+        aborted.write(&media.bytes).unwrap();
+        aborted.abort().unwrap();
+        let mut crashed = buffer.begin(start_for(&c, 3)).unwrap();
+        crashed.write(&media.bytes).unwrap();
+    }
+    let (buffer, report) = SegmentBuffer::open(dir.path()).unwrap();
+    assert_eq!((report.parts_salvaged, report.parts_quarantined), (1, 0), "{report:?}");
+    assert_eq!(buffer.pending().unwrap().iter().map(|(_, m)| m.seq).collect::<Vec<_>>(), vec![1, 3]);
+    drop(buffer);
+    let (_, report) = SegmentBuffer::open(dir.path()).unwrap();
+    assert_eq!(report, OpenReport::default());
+}
+
+/// A small segment from the real writer with fake (length-prefixed) H.264 samples and no audio,
+/// matching [`start_for`]: 12 frames in fragments of 3.
+fn fake_media_segment() -> BuiltSegment {
+    let params = StreamParams { video: testutil::fake_h264_params(), audio: None };
+    let video: Vec<Sample> = (0..12u32)
+        .map(|i| {
+            let mut data = (10 + 7 * i).to_be_bytes().to_vec();
+            data.extend(std::iter::repeat_n(i as u8 + 1, 10 + 7 * i as usize));
+            Sample { duration_ticks: 3600, is_sync: i % 6 == 0, data: Bytes::from(data) }
+        })
+        .collect();
+    testutil::build_segment(&params, &video, &[], 3, 0)
+}
+
+/// What recovery must seal for a `.part` of `start` holding `written` bytes of `segment`.
+fn expected_salvage(start: &SegmentStart, segment: &BuiltSegment, written: usize) -> Option<SegmentMeta> {
+    let last = segment.fragments.iter().take_while(|f| f.end_bytes <= written).last()?;
+    let prefix = &segment.bytes[..last.end_bytes];
+    Some(start.seal(SegmentContent {
+        video_duration_90k: last.video_duration_90k,
+        bytes: prefix.len() as u64,
+        crc32c: crc32c::crc32c(prefix),
+        video_frames: last.video_frames,
+    }))
+}
+
+/// Random begin/write/seal/abort/confirm/reopen steps against a model: the sealed-and-not-
+/// confirmed segments in seal order, and the set of files being written. Some files receive a
+/// real segment (in random chunks), so a reboot salvages their complete fragments.
+#[test]
+fn model_based_random_operations() {
+    let salvaged: u64 = (0..8u64).map(|seed| run_model(seed, 300)).sum();
+    assert!(salvaged >= 10, "the model salvaged only {salvaged} parts");
+}
+
+/// Returns how many partial segments reboots salvaged.
+fn run_model(seed: u64, steps: usize) -> u64 {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let cameras = [cam("a"), cam("b-2"), cam("c.3")];
     let (mut buffer, _) = SegmentBuffer::open(dir.path()).unwrap();
     let mut model: BTreeMap<SealedId, SegmentMeta> = BTreeMap::new();
-    // Open files with the bytes written so far.
-    let mut open: Vec<(OpenSegmentFile, Vec<u8>)> = Vec::new();
+    let media = fake_media_segment();
+    // Open files with the bytes written so far, and whether they receive `media`.
+    let mut open: Vec<(OpenSegmentFile, Vec<u8>, bool)> = Vec::new();
     let mut seq = 0u64;
     let mut quarantined_expected = 0usize;
+    let mut salvaged_total = 0u64;
     for step in 0..steps {
         let ctx = format!("seed {seed} step {step}");
         match rng.gen_range(0..100) {
             0..=19 if open.len() < 4 => {
                 seq += 1;
                 let camera = &cameras[rng.gen_range(0..cameras.len())];
-                open.push((buffer.begin(camera, seq).unwrap(), Vec::new()));
+                open.push((buffer.begin(start_for(camera, seq)).unwrap(), Vec::new(), rng.gen_bool(0.5)));
             }
             0..=44 if !open.is_empty() => {
                 let i = rng.gen_range(0..open.len());
                 let len = rng.gen_range(0..300);
-                let chunk: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+                let chunk: Vec<u8> = if open[i].2 {
+                    // Larger steps: a segment is ~1.9 KB, fragments end at 896, 1154, 1475, 1859.
+                    let len = len * 5;
+                    let from = open[i].1.len();
+                    media.bytes[from..(from + len).min(media.bytes.len())].to_vec()
+                } else {
+                    (0..len).map(|_| rng.gen()).collect()
+                };
                 open[i].0.write(&chunk).unwrap();
                 open[i].1.extend_from_slice(&chunk);
             }
             45..=64 if !open.is_empty() => {
-                let (file, data) = open.remove(rng.gen_range(0..open.len()));
+                let (file, data, _) = open.remove(rng.gen_range(0..open.len()));
                 let meta = meta_for(&file.camera().clone(), file.seq(), &data);
                 if rng.gen_bool(0.1) {
                     let mut bad = meta.clone();
@@ -243,7 +421,7 @@ fn run_model(seed: u64, steps: usize) {
                 }
             }
             65..=69 if !open.is_empty() => {
-                let (file, _) = open.remove(rng.gen_range(0..open.len()));
+                let (file, _, _) = open.remove(rng.gen_range(0..open.len()));
                 file.abort().unwrap();
             }
             70..=89 if !model.is_empty() => {
@@ -253,15 +431,37 @@ fn run_model(seed: u64, steps: usize) {
                 model.remove(&id);
             }
             90..=94 => {
-                // Reboot: open files die with the process.
+                // Reboot: open files die with the process; those holding a complete fragment
+                // come back sealed, the rest are quarantined.
                 let crashed = open.len();
-                open.clear();
+                let mut salvaged: Vec<SegmentMeta> = std::mem::take(&mut open)
+                    .into_iter()
+                    .filter(|(_, _, is_media)| *is_media)
+                    .filter_map(|(file, data, _)| expected_salvage(file.start(), &media, data.len()))
+                    .collect();
+                salvaged.sort_by_key(|m| m.seq);
                 drop(buffer);
                 let (reopened, report) = SegmentBuffer::open(dir.path()).unwrap();
                 buffer = reopened;
-                assert_eq!(report.parts_quarantined, crashed as u64, "{ctx}");
+                assert_eq!(report.parts_salvaged, salvaged.len() as u64, "{ctx}");
+                assert_eq!(
+                    report.salvaged_ms,
+                    salvaged.iter().map(|m| u64::from(m.duration_ms)).sum::<u64>(),
+                    "{ctx}"
+                );
+                assert_eq!(report.parts_quarantined, (crashed - salvaged.len()) as u64, "{ctx}");
                 assert_eq!((report.orphans_quarantined, report.lost_segments), (0, 0), "{ctx}");
-                quarantined_expected += crashed;
+                quarantined_expected += crashed - salvaged.len();
+                salvaged_total += report.parts_salvaged;
+                let mut new: Vec<(SealedId, SegmentMeta)> =
+                    buffer.pending().unwrap().into_iter().filter(|(id, _)| !model.contains_key(id)).collect();
+                assert!(
+                    new.iter().all(|(id, _)| model.keys().next_back().is_none_or(|last| last < id)),
+                    "{ctx}"
+                );
+                new.sort_by_key(|(_, m)| m.seq);
+                assert_eq!(new.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(), salvaged, "{ctx}");
+                model.extend(new);
             }
             _ => {}
         }
@@ -283,4 +483,5 @@ fn run_model(seed: u64, steps: usize) {
     for id in model.keys() {
         assert_eq!(&buffer.verify(*id).unwrap(), model.get(id).unwrap());
     }
+    salvaged_total
 }

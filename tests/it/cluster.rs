@@ -65,7 +65,9 @@ impl Cluster {
         let (_, v) = self.api_of(via).get("/v1/cameras")?;
         let mut out = BTreeMap::new();
         for c in v["cameras"].as_array().cloned().unwrap_or_default() {
-            if let (Some(id), Some(owner), Some(epoch)) = (c["id"].as_str(), c["owner"].as_u64(), c["epoch"].as_u64()) {
+            if let (Some(id), Some(owner), Some(epoch)) =
+                (c["id"].as_str(), c["owner"].as_u64(), c["epoch"].as_u64())
+            {
                 out.insert(id.to_string(), (owner, epoch));
             }
         }
@@ -83,7 +85,8 @@ impl Cluster {
         wait_for("all cameras recording", timeout, || {
             let (_, v) = api.get("/v1/cameras")?;
             let cams = v["cameras"].as_array().cloned().unwrap_or_default();
-            Ok((cams.len() == CAMERAS && cams.iter().all(|c| c["state"]["state"] == "recording")).then_some(()))
+            Ok((cams.len() == CAMERAS && cams.iter().all(|c| c["state"]["state"] == "recording"))
+                .then_some(()))
         })
     }
 
@@ -143,8 +146,13 @@ fn kill_9_of_a_node_moves_its_cameras_within_5_s() -> anyhow::Result<()> {
     c.wait_segments(3)?;
     let leader = c.leader(1)?.expect("leader");
     let before = c.owners(leader)?;
-    let victim = *c.nodes.keys().find(|id| **id != leader && before.values().any(|(o, _)| o == *id)).expect("a non-leader owner");
-    let moved: Vec<String> = before.iter().filter(|(_, (o, _))| *o == victim).map(|(k, _)| k.clone()).collect();
+    let victim = *c
+        .nodes
+        .keys()
+        .find(|id| **id != leader && before.values().any(|(o, _)| o == *id))
+        .expect("a non-leader owner");
+    let moved: Vec<String> =
+        before.iter().filter(|(_, (o, _))| *o == victim).map(|(k, _)| k.clone()).collect();
     let t_kill = wall_ms();
     c.nodes.get_mut(&victim).expect("victim").proc.kill();
 
@@ -217,7 +225,10 @@ fn kill_9_of_the_leader_keeps_other_cameras_recording_and_it_rejoins() -> anyhow
         Ok((now.values().filter(|(o, _)| *o == leader).count() >= 1).then_some(()))
     })?;
     let (_, nodes) = c.api_of(new_leader).get("/v1/nodes")?;
-    let status = nodes["nodes"].as_array().and_then(|a| a.iter().find(|n| n["id"] == leader)).map(|n| n["status"].clone());
+    let status = nodes["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["id"] == leader))
+        .map(|n| n["status"].clone());
     assert_eq!(status, Some(json!("active")));
     Ok(())
 }
@@ -230,13 +241,17 @@ fn drain_hands_over_every_camera_once_without_a_gap() -> anyhow::Result<()> {
     c.wait_segments(3)?;
     let before = c.owners(1)?;
     let target = *c.nodes.keys().find(|id| before.values().any(|(o, _)| o == *id)).expect("an owner");
-    let drained: Vec<String> = before.iter().filter(|(_, (o, _))| *o == target).map(|(k, _)| k.clone()).collect();
+    let drained: Vec<String> =
+        before.iter().filter(|(_, (o, _))| *o == target).map(|(k, _)| k.clone()).collect();
     let t_drain = wall_ms();
     let (status, body) = c.api_of(1).send("POST", &format!("/v1/nodes/{target}/drain"), &json!({}))?;
     assert_eq!(status, 200, "{body}");
     wait_for("node drained", Duration::from_secs(60), || {
         let (_, v) = c.api_of(1).get("/v1/nodes")?;
-        let s = v["nodes"].as_array().and_then(|a| a.iter().find(|n| n["id"] == target)).map(|n| n["status"].clone());
+        let s = v["nodes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["id"] == target))
+            .map(|n| n["status"].clone());
         Ok((s == Some(json!("drained"))).then_some(()))
     })?;
     let after = c.owners(1)?;
@@ -285,8 +300,10 @@ fn a_partitioned_node_stops_its_duplicates_quickly_after_it_returns() -> anyhow:
     c.wait_segments(3)?;
     let leader = c.leader(1)?.expect("leader");
     let before = c.owners(leader)?;
-    let victim = *c.nodes.keys().find(|id| **id != leader && before.values().any(|(o, _)| o == *id)).expect("victim");
-    let moved: Vec<String> = before.iter().filter(|(_, (o, _))| *o == victim).map(|(k, _)| k.clone()).collect();
+    let victim =
+        *c.nodes.keys().find(|id| **id != leader && before.values().any(|(o, _)| o == *id)).expect("victim");
+    let moved: Vec<String> =
+        before.iter().filter(|(_, (o, _))| *o == victim).map(|(k, _)| k.clone()).collect();
     let pid = c.nodes[&victim].proc.pid().to_string();
     let t0 = wall_ms();
     std::process::Command::new("kill").args(["-STOP", &pid]).status()?;
@@ -314,14 +331,19 @@ fn a_partitioned_node_stops_its_duplicates_quickly_after_it_returns() -> anyhow:
     let from = rfc3339(t0 - 3_000);
     let to = rfc3339(wall_ms() - 3_000);
     for cam in &moved {
-        let (status, v) = c.api_of(leader).get(&format!("/v1/cameras/{cam}/recordings?from={from}&to={to}"))?;
+        let (status, v) =
+            c.api_of(leader).get(&format!("/v1/cameras/{cam}/recordings?from={from}&to={to}"))?;
         assert_eq!(status, 200, "{v}");
         let segs = v["segments"].as_array().cloned().unwrap_or_default();
         for w in segs.windows(2) {
-            let (a_end, b_start) = (w[0]["end_ms"].as_i64().unwrap_or(0), w[1]["start_ms"].as_i64().unwrap_or(0));
+            let (a_end, b_start) =
+                (w[0]["end_ms"].as_i64().unwrap_or(0), w[1]["start_ms"].as_i64().unwrap_or(0));
             assert!(b_start >= a_end - 2_500, "{cam}: listed segments overlap heavily: {w:?}");
         }
-        assert!(v["duplicates_merged"].as_u64().unwrap_or(0) >= 1, "{cam}: the partition's duplicates should be merged: {v}");
+        assert!(
+            v["duplicates_merged"].as_u64().unwrap_or(0) >= 1,
+            "{cam}: the partition's duplicates should be merged: {v}"
+        );
     }
     Ok(())
 }
@@ -344,7 +366,8 @@ fn five_nodes_survive_losing_two_voters_one_after_another() -> anyhow::Result<()
         Ok(v["voters"].as_array().cloned().unwrap_or_default().iter().filter_map(|x| x.as_u64()).collect())
     };
     for round in 0..2 {
-        let alive: Vec<u64> = c.nodes.iter_mut().filter_map(|(id, n)| n.proc.is_running().then_some(*id)).collect();
+        let alive: Vec<u64> =
+            c.nodes.iter_mut().filter_map(|(id, n)| n.proc.is_running().then_some(*id)).collect();
         let via = alive[0];
         let vs = voters(&c, via)?;
         assert_eq!(vs.len(), 3, "round {round}: voters {vs:?}");
@@ -357,7 +380,8 @@ fn five_nodes_survive_losing_two_voters_one_after_another() -> anyhow::Result<()
             Ok((vs.len() == 3 && !vs.contains(&victim)).then_some(()))
         })?;
     }
-    let alive: Vec<u64> = c.nodes.iter_mut().filter_map(|(id, n)| n.proc.is_running().then_some(*id)).collect();
+    let alive: Vec<u64> =
+        c.nodes.iter_mut().filter_map(|(id, n)| n.proc.is_running().then_some(*id)).collect();
     assert_eq!(alive.len(), 3);
     let api = c.api_of(alive[0]);
     api.add_camera(json!({"id": "after", "url": c.cams.url(0)}))?;

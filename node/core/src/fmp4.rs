@@ -5,12 +5,15 @@
 //! number of `fragment`s (moof + mdat). Track 1 is video at a 90 kHz timescale; track 2, when
 //! present, is AAC audio with the sample rate as timescale. Video sample data must already be in
 //! MP4 sample format: NAL units each prefixed by a 4-byte big-endian length.
+//!
+//! [`salvage_prefix`] is the reader side for crash recovery: given what a crash left of a
+//! segment file, it finds the longest prefix that is itself a valid segment.
 
 use bytes::Bytes;
 use mp4_atom::{
-    esds, Atom, Audio, Avc1, Avcc, Codec, Dinf, Dref, Encode, Esds, FourCC, Ftyp, Hdlr, Hvc1, Hvcc, Mdat,
-    Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Pasp, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd,
-    Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+    esds, Atom, Audio, Avc1, Avcc, Codec, Decode, DecodeMaybe, Dinf, Dref, Encode, Esds, FourCC, Ftyp, Hdlr,
+    Header, Hvc1, Hvcc, Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Pasp, Smhd, Stbl, Stco,
+    Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 
 use crate::params::{AudioParams, StreamParams, VideoParams};
@@ -338,6 +341,193 @@ pub fn fragment(
     Ok(Bytes::from(moof_bytes))
 }
 
+/// The longest prefix of a partial segment file that is a valid segment on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Salvaged {
+    /// Length of the prefix: ftyp + moov + `fragments` complete moof+mdat pairs.
+    pub prefix_bytes: usize,
+    /// Complete fragments in the prefix (at least one).
+    pub fragments: u32,
+    pub video_codec: VideoCodec,
+    /// The init segment has an audio track.
+    pub has_audio: bool,
+    /// Video samples in the prefix.
+    pub video_frames: u32,
+    /// Sum of the video sample durations in the prefix, 90 kHz ticks.
+    pub video_duration_90k: u64,
+}
+
+/// Finds the longest prefix of `bytes` that is a segment as [`init_segment`] and [`fragment`]
+/// write it: ftyp, moov, then one or more moof+mdat pairs, ending after the last pair that is
+/// complete and consistent. `None` when not even one fragment is (a torn first fragment, an
+/// init segment alone, or bytes this writer did not produce).
+///
+/// Pure: the caller reads the file. Boxes are decoded with `mp4-atom`; only the box headers are
+/// walked here, and the mdat body is never copied. A fragment is accepted when:
+/// - its moof decodes and the next box is an mdat that is complete;
+/// - its sequence number is one more than the previous fragment's (the first is 1);
+/// - every traf is track 1 (video) or 2 (audio, when the moov has it), with
+///   default-base-is-moof, a tfdt and one trun with explicit sample durations and sizes; the video
+///   tfdt continues where the previous fragment's video ended;
+/// - the trun data offsets place the samples inside the mdat, and the samples fill it exactly;
+/// - every video sample is a sequence of non-empty length-prefixed NAL units filling the sample
+///   (zeros over a NAL length, as a page lost to a power cut leaves, fail this; zeros inside NAL
+///   payload or audio cannot be told from data), and the segment's first video sample is a sync
+///   sample.
+///
+/// The scan stops at the first box that is incomplete or fails a check: everything after a
+/// damaged fragment is dropped, since later fragments are not decodable on their own anyway
+/// when a reference frame is missing.
+pub fn salvage_prefix(bytes: &[u8]) -> Option<Salvaged> {
+    let ftyp = next_box(bytes, 0)?;
+    if ftyp.kind != Ftyp::KIND {
+        return None;
+    }
+    decode_whole::<Ftyp>(&bytes[..ftyp.end])?;
+    let moov_box = next_box(bytes, ftyp.end)?;
+    if moov_box.kind != Moov::KIND {
+        return None;
+    }
+    let moov = decode_whole::<Moov>(&bytes[ftyp.end..moov_box.end])?;
+    moov.mvex.as_ref()?;
+    let mut video_codec = None;
+    let mut has_audio = false;
+    for trak in &moov.trak {
+        match trak.tkhd.track_id {
+            VIDEO_TRACK_ID if trak.mdia.mdhd.timescale == VIDEO_TIMESCALE_HZ => {
+                video_codec = match trak.mdia.minf.stbl.stsd.codecs.first()? {
+                    Codec::Avc1(_) => Some(VideoCodec::H264),
+                    Codec::Hvc1(_) => Some(VideoCodec::H265),
+                    _ => return None,
+                };
+            }
+            AUDIO_TRACK_ID => has_audio = true,
+            _ => return None,
+        }
+    }
+    let mut salvaged = Salvaged {
+        prefix_bytes: moov_box.end,
+        fragments: 0,
+        video_codec: video_codec?,
+        has_audio,
+        video_frames: 0,
+        video_duration_90k: 0,
+    };
+    while let Some(next) = next_fragment(bytes, &salvaged) {
+        salvaged = next;
+    }
+    (salvaged.fragments > 0).then_some(salvaged)
+}
+
+/// A complete box in `bytes` at `start`.
+struct BoxSpan {
+    kind: FourCC,
+    /// Where the body starts (after the 8- or 16-byte header).
+    body: usize,
+    /// One past the box's last byte.
+    end: usize,
+}
+
+fn next_box(bytes: &[u8], start: usize) -> Option<BoxSpan> {
+    let mut rest = bytes.get(start..)?;
+    let header = Header::decode_maybe(&mut rest).ok()??;
+    // Size 0 ("to the end of the file") is never written here; after a crash it is what a
+    // zero-filled tail looks like.
+    let body_bytes = header.size?;
+    let body = bytes.len() - rest.len();
+    let end = body.checked_add(body_bytes)?;
+    (end <= bytes.len()).then_some(BoxSpan { kind: header.kind, body, end })
+}
+
+/// Decodes one atom that must span all of `bytes`.
+fn decode_whole<T: Atom>(mut bytes: &[u8]) -> Option<T> {
+    let atom = T::decode(&mut bytes).ok()?;
+    bytes.is_empty().then_some(atom)
+}
+
+/// `salvaged` extended by the fragment that follows its prefix, if that fragment is complete and
+/// consistent.
+fn next_fragment(bytes: &[u8], salvaged: &Salvaged) -> Option<Salvaged> {
+    let moof_start = salvaged.prefix_bytes;
+    let moof_box = next_box(bytes, moof_start)?;
+    if moof_box.kind != Moof::KIND {
+        return None;
+    }
+    let mdat_box = next_box(bytes, moof_box.end)?;
+    if mdat_box.kind != Mdat::KIND {
+        return None;
+    }
+    let moof = decode_whole::<Moof>(&bytes[moof_start..moof_box.end])?;
+    if moof.mfhd.sequence_number != salvaged.fragments.checked_add(1)? || moof.traf.is_empty() {
+        return None;
+    }
+    // Offsets from the start of the moof (default-base-is-moof).
+    let data_start = mdat_box.body - moof_start;
+    let data_end = mdat_box.end - moof_start;
+    let mut data_bytes = 0usize;
+    let mut next = *salvaged;
+    next.prefix_bytes = mdat_box.end;
+    next.fragments += 1;
+    let mut tracks_seen = Vec::with_capacity(2);
+    for traf in &moof.traf {
+        let track_id = traf.tfhd.track_id;
+        let known = track_id == VIDEO_TRACK_ID || (track_id == AUDIO_TRACK_ID && salvaged.has_audio);
+        if !known || tracks_seen.contains(&track_id) || !traf.tfhd.default_base_is_moof {
+            return None;
+        }
+        tracks_seen.push(track_id);
+        let base_decode_time_ticks = traf.tfdt.as_ref()?.base_media_decode_time;
+        let [trun] = traf.trun.as_slice() else { return None };
+        let TrunSamples::Explicit(entries) = &trun.samples else { return None };
+        let mut offset = usize::try_from(trun.data_offset?).ok()?;
+        if offset < data_start {
+            return None;
+        }
+        for entry in entries {
+            let duration_ticks = entry.duration?;
+            let size = usize::try_from(entry.size?).ok()?;
+            let sample_end = offset.checked_add(size)?;
+            if sample_end > data_end {
+                return None;
+            }
+            if track_id == VIDEO_TRACK_ID {
+                let sample = &bytes[moof_start + offset..moof_start + sample_end];
+                if !is_length_prefixed_nals(sample) {
+                    return None;
+                }
+                if next.video_frames == 0 && entry.flags != Some(SAMPLE_FLAGS_SYNC) {
+                    return None;
+                }
+                next.video_frames = next.video_frames.checked_add(1)?;
+                next.video_duration_90k = next.video_duration_90k.checked_add(u64::from(duration_ticks))?;
+            }
+            offset = sample_end;
+            data_bytes += size;
+        }
+        if track_id == VIDEO_TRACK_ID && base_decode_time_ticks != salvaged.video_duration_90k {
+            return None;
+        }
+    }
+    (data_bytes == data_end - data_start).then_some(next)
+}
+
+/// True when `sample` is one or more non-empty NAL units, each prefixed by its 4-byte big-endian
+/// length, with nothing left over.
+fn is_length_prefixed_nals(mut sample: &[u8]) -> bool {
+    if sample.is_empty() {
+        return false;
+    }
+    while !sample.is_empty() {
+        let Some((len, rest)) = sample.split_first_chunk::<4>() else { return false };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len == 0 || len > rest.len() {
+            return false;
+        }
+        sample = &rest[len..];
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use mp4_atom::{Any, Decode};
@@ -487,44 +677,27 @@ mod tests {
     }
 
     /// Builds a 4 s segment straight from real encoded frames (1 s fragments, AAC alongside)
-    /// and checks ffprobe/ffmpeg accept it silently with the duration the samples add up to.
+    /// and checks ffprobe/ffmpeg accept it silently with the duration the samples add up to;
+    /// then that the salvaged prefix of a torn copy is accepted the same way.
     fn ffmpeg_accepts_segment(codec: VideoCodec) {
         let dir = tempfile::tempdir().unwrap();
-        let video = testutil::encode_video(dir.path(), codec, 4);
-        let audio = testutil::encode_audio(dir.path(), 4);
-        assert_eq!(video.frames.len(), 100);
-        assert!(video.frames[0].is_key && video.frames[25].is_key && !video.frames[1].is_key);
-        let params = StreamParams { video: video.params.clone(), audio: Some(audio.params.clone()) };
-        let mut file = init_segment(&params).unwrap().to_vec();
-        let audio_per_fragment = 48_000 / 1024; // 46 AAC frames ≈ 0.98 s
-        for (n, chunk) in video.frames.chunks(25).enumerate() {
-            let video_samples: Vec<Sample> = chunk
-                .iter()
-                .map(|f| Sample { duration_ticks: 3600, is_sync: f.is_key, data: f.data.clone() })
-                .collect();
-            let audio_samples: Vec<Sample> = audio
-                .frames
-                .iter()
-                .skip(n * audio_per_fragment)
-                .take(audio_per_fragment)
-                .map(|data| Sample { duration_ticks: 1024, is_sync: true, data: data.clone() })
-                .collect();
-            let bytes = fragment(
-                n as u32 + 1,
-                TrackRun { base_decode_time_ticks: n as u64 * 90_000, samples: &video_samples },
-                Some(TrackRun {
-                    base_decode_time_ticks: (n * audio_per_fragment * 1024) as u64,
-                    samples: &audio_samples,
-                }),
-            )
-            .unwrap();
-            file.extend_from_slice(&bytes);
-        }
+        let (_, built) = testutil::encoded_segment(dir.path(), codec, 4);
+        assert_eq!(built.fragments.len(), 4);
+        assert_eq!(built.fragments[3].video_frames, 100);
         let path = dir.path().join("segment.mp4");
-        std::fs::write(&path, &file).unwrap();
+        std::fs::write(&path, &built.bytes).unwrap();
         let duration_ms = testutil::validate_with_ffmpeg(&path);
         assert!((duration_ms - 4000.0).abs() <= 40.0, "ffprobe duration {duration_ms} ms, expected 4000");
         assert_eq!(testutil::ffprobe_video_frames(&path), 100);
+
+        let torn = &built.bytes[..built.fragments[2].end_bytes - 100];
+        let salvaged = salvage_prefix(torn).unwrap();
+        assert_eq!(salvaged.prefix_bytes, built.fragments[1].end_bytes);
+        assert_eq!((salvaged.video_frames, salvaged.video_duration_90k), (50, 180_000));
+        std::fs::write(&path, &torn[..salvaged.prefix_bytes]).unwrap();
+        let duration_ms = testutil::validate_with_ffmpeg(&path);
+        assert!((duration_ms - 2000.0).abs() <= 40.0, "salvaged duration {duration_ms} ms, expected 2000");
+        assert_eq!(testutil::ffprobe_video_frames(&path), 50);
     }
 
     #[test]
@@ -535,5 +708,162 @@ mod tests {
     #[test]
     fn ffmpeg_accepts_h265_aac_segment() {
         ffmpeg_accepts_segment(VideoCodec::H265);
+    }
+
+    /// Length-prefixed fake NAL units: one NAL of `len` bytes.
+    fn nal(len: usize, fill: u8) -> Bytes {
+        let mut data = (len as u32).to_be_bytes().to_vec();
+        data.extend(std::iter::repeat_n(fill, len));
+        Bytes::from(data)
+    }
+
+    /// A small segment with fragments of uneven sizes and durations: (4, 3, 5) video samples,
+    /// audio in each.
+    fn fake_segment(codec: VideoCodec, audio_track: bool) -> testutil::BuiltSegment {
+        let params = params(codec, audio_track);
+        let video: Vec<Sample> = (0..12u32)
+            .map(|i| Sample {
+                duration_ticks: 3000 + 100 * i,
+                is_sync: i == 0 || i == 7,
+                data: nal(5 + i as usize * 3, i as u8 + 1),
+            })
+            .collect();
+        let audio: Vec<Sample> = (0..9u8)
+            .map(|i| Sample { duration_ticks: 1024, is_sync: true, data: Bytes::from(vec![0xa0 + i; 7]) })
+            .collect();
+        let mut built = testutil::build_segment(&params, &video[..7], &audio[..6], 4, 3);
+        // A last fragment of 5 samples (build_segment makes equal chunks), appended by hand.
+        let tail = fragment(
+            3,
+            TrackRun { base_decode_time_ticks: built.fragments[1].video_duration_90k, samples: &video[7..] },
+            audio_track.then(|| TrackRun { base_decode_time_ticks: 6 * 1024, samples: &audio[6..] }),
+        )
+        .unwrap();
+        built.bytes.extend_from_slice(&tail);
+        let video_duration_90k = video.iter().map(|s| u64::from(s.duration_ticks)).sum();
+        built.fragments.push(testutil::FragmentEnd {
+            end_bytes: built.bytes.len(),
+            video_frames: 12,
+            video_duration_90k,
+        });
+        built
+    }
+
+    /// The expected salvage of `built` truncated to `len` bytes.
+    fn expected_salvage(
+        built: &testutil::BuiltSegment,
+        len: usize,
+        codec: VideoCodec,
+        audio: bool,
+    ) -> Option<Salvaged> {
+        let complete = built.fragments.iter().take_while(|f| f.end_bytes <= len).count();
+        let last = built.fragments.get(complete.checked_sub(1)?)?;
+        Some(Salvaged {
+            prefix_bytes: last.end_bytes,
+            fragments: complete as u32,
+            video_codec: codec,
+            has_audio: audio,
+            video_frames: last.video_frames,
+            video_duration_90k: last.video_duration_90k,
+        })
+    }
+
+    #[test]
+    fn salvage_finds_the_last_complete_fragment_at_every_truncation() {
+        for (codec, audio) in [(VideoCodec::H264, true), (VideoCodec::H265, false)] {
+            let built = fake_segment(codec, audio);
+            assert_eq!(built.fragments.iter().map(|f| f.video_frames).collect::<Vec<_>>(), vec![4, 7, 12]);
+            for len in 0..=built.bytes.len() {
+                assert_eq!(
+                    salvage_prefix(&built.bytes[..len]),
+                    expected_salvage(&built, len, codec, audio),
+                    "{codec:?} audio {audio}, truncated to {len} of {} bytes",
+                    built.bytes.len()
+                );
+            }
+            let whole = salvage_prefix(&built.bytes).unwrap();
+            assert_eq!((whole.prefix_bytes, whole.fragments), (built.bytes.len(), 3));
+            assert_eq!(whole.video_duration_90k, (0..12).map(|i| 3000 + 100 * i).sum::<u64>());
+        }
+    }
+
+    #[test]
+    fn salvage_drops_a_tail_that_is_not_a_fragment() {
+        let built = fake_segment(VideoCodec::H264, true);
+        let full = salvage_prefix(&built.bytes).unwrap();
+        let [first, second, _] = built.fragments[..] else { panic!() };
+        let check = |bytes: &[u8], expected: Option<usize>, what: &str| {
+            assert_eq!(salvage_prefix(bytes).map(|s| s.prefix_bytes), expected, "{what}");
+        };
+
+        // What a crash leaves after the last write: zeros (size 0 = "to end"), garbage, a box of
+        // another type.
+        let mut with_tail = built.bytes.clone();
+        with_tail.extend_from_slice(&[0u8; 4096]);
+        check(&with_tail, Some(full.prefix_bytes), "zero tail");
+        let mut with_tail = built.bytes.clone();
+        with_tail.extend((0..999u32).map(|i| (i * 7919 % 251) as u8));
+        check(&with_tail, Some(full.prefix_bytes), "garbage tail");
+        let mut with_tail = built.bytes.clone();
+        with_tail.extend_from_slice(b"\0\0\0\x10free\0\0\0\0\0\0\0\0");
+        check(&with_tail, Some(full.prefix_bytes), "free box");
+
+        // Zeros over a NAL length in the second fragment's mdat (a lost write-back page).
+        let mut zeroed = built.bytes.clone();
+        let mdat = next_box(&zeroed, next_box(&zeroed, first.end_bytes).unwrap().end).unwrap();
+        zeroed[mdat.body..mdat.body + 16].fill(0);
+        check(&zeroed, Some(first.end_bytes), "zeroed mdat");
+        // The second moof's sequence number off by one.
+        let mut reordered = built.bytes.clone();
+        let mfhd = first.end_bytes + 8 + 8 + 4; // moof header, mfhd header, version+flags
+        assert_eq!(&reordered[mfhd..mfhd + 4], &2u32.to_be_bytes());
+        reordered[mfhd + 3] = 3;
+        check(&reordered, Some(first.end_bytes), "sequence gap");
+        // A fragment repeated: sequence number and video decode time do not continue.
+        let mut repeated = built.bytes[..second.end_bytes].to_vec();
+        repeated.extend_from_slice(&built.bytes[first.end_bytes..second.end_bytes]);
+        check(&repeated, Some(second.end_bytes), "repeated fragment");
+        // An oversized mdat header claiming more than is there: incomplete.
+        let mut long_mdat = built.bytes[..second.end_bytes].to_vec();
+        long_mdat.extend_from_slice(&built.bytes[second.end_bytes..]);
+        long_mdat.truncate(built.bytes.len() - 1);
+        check(&long_mdat, Some(second.end_bytes), "torn last mdat");
+    }
+
+    #[test]
+    fn salvage_rejects_what_is_not_a_segment() {
+        let built = fake_segment(VideoCodec::H264, false);
+        let check_none = |bytes: &[u8], what: &str| assert_eq!(salvage_prefix(bytes), None, "{what}");
+        check_none(&[], "empty");
+        check_none(&[0u8; 10_000], "zeros");
+        check_none(&(0..10_000u32).map(|i| (i * 31 % 256) as u8).collect::<Vec<_>>(), "garbage");
+        check_none(&built.bytes[..built.init_bytes], "init segment only");
+        check_none(&built.bytes[built.init_bytes..], "fragments without init");
+        // ftyp, then a fragment without moov.
+        let ftyp_end = next_box(&built.bytes, 0).unwrap().end;
+        let mut no_moov = built.bytes[..ftyp_end].to_vec();
+        no_moov.extend_from_slice(&built.bytes[built.init_bytes..]);
+        check_none(&no_moov, "no moov");
+        // A first sample that is not a key frame.
+        let video = [
+            Sample { duration_ticks: 3600, is_sync: false, data: nal(4, 1) },
+            Sample { duration_ticks: 3600, is_sync: true, data: nal(4, 2) },
+        ];
+        let params = params(VideoCodec::H264, false);
+        let built = testutil::build_segment(&params, &video, &[], 2, 0);
+        check_none(&built.bytes, "starts on a non-sync sample");
+        // Samples that are not length-prefixed NAL units.
+        let video = [Sample { duration_ticks: 3600, is_sync: true, data: Bytes::from_static(b"raw") }];
+        let built = testutil::build_segment(&params, &video, &[], 1, 0);
+        check_none(&built.bytes, "not length-prefixed");
+    }
+
+    #[test]
+    fn length_prefixed_nals() {
+        assert!(is_length_prefixed_nals(b"\0\0\0\x01a\0\0\0\x02bc"));
+        assert!(!is_length_prefixed_nals(b""));
+        assert!(!is_length_prefixed_nals(b"\0\0\0\0"));
+        assert!(!is_length_prefixed_nals(b"\0\0\0\x02a"));
+        assert!(!is_length_prefixed_nals(b"\0\0\0\x01a\0\0"));
     }
 }

@@ -16,5 +16,6 @@ pub mod segment;
 pub mod state;
 pub mod upload;
 
-#[cfg(test)]
-mod testutil;
+/// Test helpers (real encoded media, ffmpeg validation); see the module doc.
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;

@@ -48,7 +48,7 @@ use crate::backoff::{Backoff, BACKOFF_CAP_MS_DEFAULT};
 use crate::clock::Now;
 use crate::fmp4::{self, Sample, TrackRun, VIDEO_TIMESCALE_HZ};
 use crate::params::{StreamParams, VideoParams};
-use crate::segment::SegmentMeta;
+use crate::segment::{SegmentContent, SegmentMeta, SegmentStart};
 use crate::state::CameraState;
 
 /// How long a cut segment waits for boundary audio (by receive time).
@@ -169,10 +169,10 @@ pub enum Output {
     Disconnect {
         reason: String,
     },
-    /// Create the file of segment `seq`.
+    /// Create the file of segment `start.seq`. `start` is everything its [`SegmentMeta`] will
+    /// say that does not depend on the content (the buffer keeps it to salvage a crash leftover).
     OpenSegment {
-        seq: u64,
-        start_wall_ms: i64,
+        start: SegmentStart,
     },
     /// Append to the file of segment `seq`.
     Write {
@@ -383,13 +383,14 @@ struct PendingVideo {
 /// A segment being written.
 #[derive(Debug)]
 struct Segment {
-    seq: u64,
+    /// Identity (camera, owner, epoch, seq, start time, codec, audio) shared by `OpenSegment`
+    /// and `Seal`.
+    start: SegmentStart,
     params: StreamParams,
     init: Bytes,
     /// `OpenSegment` and the init segment have been emitted.
     opened: bool,
     start_media_90k: i64,
-    start_wall_ms: i64,
     /// `start_media_90k` in audio ticks (0 without audio).
     audio_start_ticks: i64,
     bytes: u64,
@@ -739,13 +740,21 @@ impl Recorder {
         self.seq_next += 1;
         let audio_start_ticks =
             params.audio.as_ref().map_or(0, |a| first.media_90k * i64::from(a.sample_rate_hz) / 90_000);
-        self.open = Some(Segment {
+        let start = SegmentStart {
+            camera: self.camera.clone(),
+            owner: self.owner,
+            epoch: self.epoch,
             seq,
+            start_wall_ms,
+            video_codec: params.video.codec,
+            has_audio: params.audio.is_some(),
+        };
+        self.open = Some(Segment {
+            start,
             params,
             init,
             opened: false,
             start_media_90k: first.media_90k,
-            start_wall_ms,
             audio_start_ticks,
             bytes: 0,
             crc32c: 0,
@@ -878,20 +887,12 @@ impl Recorder {
         debug_assert!(segment.pending.is_none());
         emit_fragment(&mut segment, &mut self.outputs, &mut self.stats);
         assert!(segment.opened && segment.video_frames > 0, "a sealed segment has video");
-        let duration_ms = ((segment.video_duration_90k + 45) / 90).clamp(1, u64::from(u32::MAX));
-        let meta = SegmentMeta {
-            camera: self.camera.clone(),
-            owner: self.owner,
-            epoch: self.epoch,
-            seq: segment.seq,
-            start_wall_ms: segment.start_wall_ms,
-            duration_ms: duration_ms as u32,
+        let meta = segment.start.seal(SegmentContent {
+            video_duration_90k: segment.video_duration_90k,
             bytes: segment.bytes,
             crc32c: segment.crc32c,
-            video_codec: segment.params.video.codec,
-            has_audio: segment.params.audio.is_some(),
             video_frames: segment.video_frames,
-        };
+        });
         self.outputs.push_back(Output::Seal { meta });
         self.stats.segments_sealed += 1;
     }
@@ -969,11 +970,11 @@ impl Recorder {
     fn check_invariants(&self) {
         assert!(self.outputs.len() <= OUTPUTS_QUEUED_MAX, "output queue not drained by the shell");
         if let (Some(closing), Some(open)) = (&self.closing, &self.open) {
-            assert!(closing.segment.seq < open.seq);
+            assert!(closing.segment.start.seq < open.start.seq);
             assert!(!open.opened, "a segment writes only after its predecessor is sealed");
         }
         for segment in self.open.iter().chain(self.closing.iter().map(|c| &c.segment)) {
-            assert!(segment.seq < self.seq_next);
+            assert!(segment.start.seq < self.seq_next);
             assert!(segment.fragment_video_90k <= segment.video_duration_90k);
             if let Some(pending) = &segment.pending {
                 assert_eq!(
@@ -1005,7 +1006,7 @@ fn emit_fragment(segment: &mut Segment, outputs: &mut VecDeque<Output>, stats: &
     }
     if !segment.opened {
         segment.opened = true;
-        outputs.push_back(Output::OpenSegment { seq: segment.seq, start_wall_ms: segment.start_wall_ms });
+        outputs.push_back(Output::OpenSegment { start: segment.start.clone() });
         let init = segment.init.clone();
         write(segment, init, outputs, stats);
     }
@@ -1051,7 +1052,7 @@ fn write(segment: &mut Segment, bytes: Bytes, outputs: &mut VecDeque<Output>, st
     segment.bytes += bytes.len() as u64;
     segment.crc32c = crc32c::crc32c_append(segment.crc32c, &bytes);
     stats.bytes_written += bytes.len() as u64;
-    outputs.push_back(Output::Write { seq: segment.seq, bytes });
+    outputs.push_back(Output::Write { seq: segment.start.seq, bytes });
 }
 
 #[cfg(test)]
@@ -1073,6 +1074,8 @@ mod tests {
         mono_ms: u64,
         wall_offset_ms: i64,
         files: BTreeMap<u64, Vec<u8>>,
+        /// `OpenSegment` identities by seq.
+        starts: BTreeMap<u64, SegmentStart>,
         sealed: Vec<SegmentMeta>,
         states: Vec<CameraState>,
         events: Vec<Output>,
@@ -1087,6 +1090,7 @@ mod tests {
                 mono_ms: 0,
                 wall_offset_ms: 0,
                 files: BTreeMap::new(),
+                starts: BTreeMap::new(),
                 sealed: Vec::new(),
                 states: Vec::new(),
                 events: Vec::new(),
@@ -1102,7 +1106,8 @@ mod tests {
         fn drain(&mut self) {
             while let Some(output) = self.rec.poll_output() {
                 match output {
-                    Output::OpenSegment { seq, start_wall_ms: _ } => {
+                    Output::OpenSegment { start } => {
+                        let seq = start.seq;
                         assert!(!self.files.contains_key(&seq), "segment {seq} opened twice");
                         for &earlier in self.files.keys() {
                             assert!(earlier < seq);
@@ -1112,6 +1117,7 @@ mod tests {
                             );
                         }
                         self.files.insert(seq, Vec::new());
+                        self.starts.insert(seq, start);
                     }
                     Output::Write { seq, bytes } => {
                         assert!(!self.sealed.iter().any(|m| m.seq == seq), "write after seal");
@@ -1123,6 +1129,7 @@ mod tests {
                         assert_eq!(meta.crc32c, crc32c::crc32c(file), "crc32c over the emitted bytes");
                         assert!(meta.duration_ms > 0 && meta.video_frames > 0);
                         assert_eq!((meta.owner, meta.epoch, meta.camera.as_str()), (3, 7, "cam-1"));
+                        assert_eq!(meta.start(), self.starts[&meta.seq], "seal agrees with OpenSegment");
                         if let Some(previous) = self.sealed.last() {
                             assert!(meta.seq > previous.seq);
                             assert!(

@@ -2,6 +2,10 @@
 //! ffmpeg at test time (Annex-B H.264/H.265 split into access units, ADTS AAC split into raw
 //! frames, avcC/hvcC records built from the in-band parameter sets), plus the ffprobe/ffmpeg
 //! validation every segment must pass. In production retina supplies all of this.
+//!
+//! Compiled for this crate's tests and, with the `testutil` feature, for other crates' tests
+//! (the storage buffer's crash-salvage tests build real segments with [`build_segment`]). Never
+//! enabled in a production build: it runs processes and touches files.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,7 +13,8 @@ use std::process::Command;
 use bytes::Bytes;
 use mp4_atom::{Atom, Avcc, HvcCArray, Hvcc};
 
-use crate::params::{AudioParams, VideoParams};
+use crate::fmp4::{self, Sample, TrackRun};
+use crate::params::{AudioParams, StreamParams, VideoParams};
 use crate::segment::VideoCodec;
 
 /// A plausible avcC body (High profile SPS/PPS); not decodable together with fake frames.
@@ -418,4 +423,78 @@ pub fn ffprobe_video_frames(path: &Path) -> u64 {
         ],
     );
     stdout.trim().trim_end_matches(',').parse().unwrap_or_else(|_| panic!("nb_read_frames {stdout:?}"))
+}
+
+/// A segment file built with the writer, and where each of its fragments ends.
+#[derive(Clone, Debug)]
+pub struct BuiltSegment {
+    pub bytes: Vec<u8>,
+    /// Length of ftyp + moov.
+    pub init_bytes: usize,
+    /// Per fragment, in order: totals up to and including it.
+    pub fragments: Vec<FragmentEnd>,
+}
+
+/// Where a fragment of a [`BuiltSegment`] ends, and what the segment holds up to there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragmentEnd {
+    pub end_bytes: usize,
+    pub video_frames: u32,
+    pub video_duration_90k: u64,
+}
+
+/// Writes a segment as the recorder would: the init segment for `params`, then fragments of
+/// `video_per_fragment` video samples, each with the next `audio_per_fragment` audio samples.
+pub fn build_segment(
+    params: &StreamParams,
+    video: &[Sample],
+    audio: &[Sample],
+    video_per_fragment: usize,
+    audio_per_fragment: usize,
+) -> BuiltSegment {
+    let mut bytes = fmp4::init_segment(params).expect("init segment").to_vec();
+    let init_bytes = bytes.len();
+    let mut fragments = Vec::new();
+    let (mut video_frames, mut video_90k, mut audio_ticks) = (0u32, 0u64, 0u64);
+    for (n, video) in video.chunks(video_per_fragment).enumerate() {
+        let audio: &[Sample] = if params.audio.is_some() {
+            let first = (n * audio_per_fragment).min(audio.len());
+            &audio[first..(first + audio_per_fragment).min(audio.len())]
+        } else {
+            &[]
+        };
+        let fragment = fmp4::fragment(
+            n as u32 + 1,
+            TrackRun { base_decode_time_ticks: video_90k, samples: video },
+            Some(TrackRun { base_decode_time_ticks: audio_ticks, samples: audio }),
+        )
+        .expect("fragment");
+        bytes.extend_from_slice(&fragment);
+        video_frames += video.len() as u32;
+        video_90k += video.iter().map(|s| u64::from(s.duration_ticks)).sum::<u64>();
+        audio_ticks += audio.iter().map(|s| u64::from(s.duration_ticks)).sum::<u64>();
+        fragments.push(FragmentEnd { end_bytes: bytes.len(), video_frames, video_duration_90k: video_90k });
+    }
+    BuiltSegment { bytes, init_bytes, fragments }
+}
+
+/// `seconds` of real H.264 or H.265 video (25 fps, key frame every second) with AAC audio,
+/// written as a segment of 1 s fragments (25 video frames, 46 AAC frames ≈ 0.98 s each).
+pub fn encoded_segment(dir: &Path, codec: VideoCodec, seconds: u32) -> (StreamParams, BuiltSegment) {
+    let video = encode_video(dir, codec, seconds);
+    let audio = encode_audio(dir, seconds);
+    let params = StreamParams { video: video.params.clone(), audio: Some(audio.params.clone()) };
+    let frame_90k = u32::try_from(video.frame_duration_90k).expect("frame duration");
+    let video_samples: Vec<Sample> = video
+        .frames
+        .iter()
+        .map(|f| Sample { duration_ticks: frame_90k, is_sync: f.is_key, data: f.data.clone() })
+        .collect();
+    let audio_samples: Vec<Sample> = audio
+        .frames
+        .iter()
+        .map(|data| Sample { duration_ticks: 1024, is_sync: true, data: data.clone() })
+        .collect();
+    let built = build_segment(&params, &video_samples, &audio_samples, 25, 48_000 / 1024);
+    (params, built)
 }

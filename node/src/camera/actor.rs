@@ -174,9 +174,13 @@ impl CameraActorState {
                         task.abort();
                     }
                 }
-                Output::OpenSegment { seq, start_wall_ms: _ } => match self.ctx.buffer.begin(&self.id, seq) {
+                Output::OpenSegment { start } => match self.ctx.buffer.begin(start) {
                     Ok(file) => {
-                        self.open.insert(seq, file);
+                        debug_assert_eq!(
+                            (file.start().owner, file.start().epoch),
+                            (self.ctx.node_id, self.epoch)
+                        );
+                        self.open.insert(file.seq(), file);
                     }
                     Err(e) => {
                         Counters::add(&self.ctx.status.counters.buffer_errors, 1);
