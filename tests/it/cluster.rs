@@ -316,8 +316,11 @@ fn a_partitioned_node_stops_its_duplicates_quickly_after_it_returns() -> anyhow:
     let resumed = wall_ms();
     let victim_api = c.api_of(victim);
     wait_for("the returned node stops its duplicates", Duration::from_secs(10), || {
+        // A duplicate is the victim still recording under its old epoch; after it returns,
+        // rebalance may legitimately hand cameras back to it under new epochs.
         let (_, v) = victim_api.get("/v1/internal/status")?;
-        let still: Vec<&String> = moved.iter().filter(|cam| v.get(cam.as_str()).is_some()).collect();
+        let still: Vec<&String> =
+            moved.iter().filter(|cam| v[cam.as_str()]["epoch"].as_u64() == Some(before[cam.as_str()].1)).collect();
         Ok(still.is_empty().then_some(()))
     })?;
     let took = wall_ms() - resumed;
@@ -335,15 +338,16 @@ fn a_partitioned_node_stops_its_duplicates_quickly_after_it_returns() -> anyhow:
             c.api_of(leader).get(&format!("/v1/cameras/{cam}/recordings?from={from}&to={to}"))?;
         assert_eq!(status, 200, "{v}");
         let segs = v["segments"].as_array().cloned().unwrap_or_default();
+        assert!(!segs.is_empty(), "{cam}: nothing listed");
         for w in segs.windows(2) {
-            let (a_end, b_start) =
-                (w[0]["end_ms"].as_i64().unwrap_or(0), w[1]["start_ms"].as_i64().unwrap_or(0));
-            assert!(b_start >= a_end - 2_500, "{cam}: listed segments overlap heavily: {w:?}");
+            let (a_end, b_start) = (w[0]["end_ms"].as_i64().unwrap_or(0), w[1]["start_ms"].as_i64().unwrap_or(0));
+            assert!(b_start >= a_end - 250, "{cam}: the list shows a time range twice: {w:?}");
         }
-        assert!(
-            v["duplicates_merged"].as_u64().unwrap_or(0) >= 1,
-            "{cam}: the partition's duplicates should be merged: {v}"
-        );
+        // The only hole is the failover itself (a frozen process records nothing).
+        for g in v["gaps"].as_array().cloned().unwrap_or_default() {
+            let len = g["end_ms"].as_i64().unwrap_or(0) - g["start_ms"].as_i64().unwrap_or(0);
+            assert!(len <= 5_000, "{cam}: gap of {len} ms: {g}");
+        }
     }
     Ok(())
 }
