@@ -26,7 +26,9 @@ fn now() -> Instant {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = ClusterNode::open(1, "127.0.0.1:1", &dir.path().join("raft"), "bench", true, NoPeers).await.expect("open");
+    let node = ClusterNode::open(1, "127.0.0.1:1", &dir.path().join("raft"), "bench", true, NoPeers)
+        .await
+        .expect("open");
     node.wait_for_leader(Duration::from_secs(10)).await.expect("leader");
     for id in 1..=NODES {
         let info = NodeInfo {
@@ -54,19 +56,29 @@ async fn main() {
     let r = node.write(Command::PutCameras { cameras, replace: false }).await.expect("bulk");
     let bulk = t.elapsed();
     assert_eq!(r.created, CAMERAS);
-    println!("bulk registration of {CAMERAS} cameras through Raft (1 entry, fsync'd): {:.3} s", bulk.as_secs_f64());
+    println!(
+        "bulk registration of {CAMERAS} cameras through Raft (1 entry, fsync'd): {:.3} s",
+        bulk.as_secs_f64()
+    );
 
     let mut sm = node.sm.clone();
     let t = now();
     let snap = RaftSnapshotBuilder::<ProdConfig>::build_snapshot(&mut sm).await.expect("snapshot");
     let build = t.elapsed();
     let bytes = snap.snapshot.get_ref().len();
-    println!("snapshot build + persist: {:.3} s, {:.1} MB ({} B/camera)", build.as_secs_f64(), bytes as f64 / 1e6, bytes / CAMERAS as usize);
+    println!(
+        "snapshot build + persist: {:.3} s, {:.1} MB ({} B/camera)",
+        build.as_secs_f64(),
+        bytes as f64 / 1e6,
+        bytes / CAMERAS as usize
+    );
 
     let fresh_dir = tempfile::tempdir().expect("tempdir");
     let mut fresh: StateMachine<ProdConfig> = StateMachine::open(Some(fresh_dir.path())).expect("fresh sm");
     let t = now();
-    RaftStateMachine::<ProdConfig>::install_snapshot(&mut fresh, &snap.meta, snap.snapshot).await.expect("install");
+    RaftStateMachine::<ProdConfig>::install_snapshot(&mut fresh, &snap.meta, snap.snapshot)
+        .await
+        .expect("install");
     let install = t.elapsed();
     assert_eq!(fresh.lock().state.cameras().len(), CAMERAS as usize);
     println!("snapshot install (decode + persist) on a fresh node: {:.3} s", install.as_secs_f64());

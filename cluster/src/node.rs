@@ -157,8 +157,28 @@ impl ClusterNode {
 
     /// Proposes `cmd` and waits until it is committed and applied.
     pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
+        self.write_indexed(cmd).await.map(|(r, _)| r)
+    }
+
+    /// Waits until this replica has applied log `index` (or `timeout` passes; returns false).
+    /// After a forwarded write, this makes the node's own reads see the write.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.sm.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if *rx.borrow_and_update() >= index {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.map_or(true, |r| r.is_err()) {
+                return *rx.borrow() >= index;
+            }
+        }
+    }
+
+    /// Like [`ClusterNode::write`], also returning the log index the command was committed at.
+    pub async fn write_indexed(&self, cmd: Command) -> Result<(Response, u64), WriteError> {
         match self.raft.client_write(cmd).await {
-            Ok(r) => Ok(r.data),
+            Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(WriteError {
                 kind: match f.leader_id {
                     Some(leader) => WriteErrorKind::NotLeader { leader: Some(leader) },

@@ -122,6 +122,7 @@ async fn write(state: &ApiState, cmd: Command) -> Result<camrec_cluster_core::st
         ProposeFailure::Unavailable(m) => ApiError::unavailable(m),
         ProposeFailure::Fatal(m) => ApiError::internal(m),
     })?;
+    let r = r.response;
     match r.result.clone() {
         Some(err) => Err(command_error(err)),
         None => Ok(r),
@@ -416,9 +417,8 @@ async fn recordings(
     if to_ms - from_ms > 31 * 24 * 3600 * 1000 {
         return Err(ApiError::bad_request("range longer than 31 days; page through it"));
     }
-    if state.cluster.sm.lock().state.camera(&id).is_none() {
-        return Err(ApiError::not_found(format!("camera {id} not found")));
-    }
+    // No registry check: recordings outlive a camera's registration (a deleted camera's footage
+    // stays listable until the bucket's retention removes it).
     let list = list_recordings(state.ctx.store.as_ref(), &state.ctx.prefix, &id, from_ms, to_ms)
         .await
         .map_err(|e| {
@@ -596,8 +596,8 @@ async fn internal_propose(
 ) -> Result<HttpResponse, ApiError> {
     check_cluster(&req, &state)?;
     let cmd: Command = codec::decode("propose", &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let answer: ProposeAnswer = match state.cluster.write(cmd).await {
-        Ok(r) => Ok(r),
+    let answer: ProposeAnswer = match state.cluster.write_indexed(cmd).await {
+        Ok((response, index)) => Ok(crate::control::Committed { response, index }),
         Err(e) => match e.kind {
             camrec_cluster::node::WriteErrorKind::Fatal => Err(ProposeFailure::Fatal(e.message)),
             _ => Err(ProposeFailure::Unavailable(e.message)),
@@ -755,18 +755,36 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::not_found(format!("no route for {} {}", req.method(), req.path())).error_response()
 }
 
+/// A resource whose unsupported methods answer 405 (JSON) instead of falling through to 404.
+fn res(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
 /// A resource accepting bodies up to [`RPC_BODY_BYTES_MAX`] (Raft RPC, forwarded proposals).
 fn big(path: &str) -> actix_web::Resource {
-    web::resource(path).app_data(web::PayloadConfig::new(RPC_BODY_BYTES_MAX))
+    res(path).app_data(web::PayloadConfig::new(RPC_BODY_BYTES_MAX))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("{} is not supported on {}", req.method(), req.path()),
+    }
+    .error_response()
 }
 
 /// Registers every route and the JSON/query/path error handlers (bad input → 400 JSON).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(JSON_BODY_BYTES_MAX)
-            .error_handler(|err, _| ApiError::bad_request(format!("body: {err}")).into()),
-    )
+    cfg.app_data(web::JsonConfig::default().limit(JSON_BODY_BYTES_MAX).error_handler(|err, _| {
+        let message = match &err {
+            actix_web::error::JsonPayloadError::ContentType => {
+                "body: expected Content-Type: application/json".to_string()
+            }
+            other => format!("body: {other}"),
+        };
+        ApiError::bad_request(message).into()
+    }))
     .app_data(
         web::QueryConfig::default()
             .error_handler(|err, _| ApiError::bad_request(format!("query: {err}")).into()),
@@ -775,22 +793,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default()
             .error_handler(|err, _| ApiError::bad_request(format!("path: {err}")).into()),
     )
-    .route("/healthz", web::get().to(healthz))
-    .route("/readyz", web::get().to(readyz))
-    .route("/metrics", web::get().to(metrics_view))
-    .route("/v1/cluster", web::get().to(cluster_view))
-    .route("/v1/nodes", web::get().to(nodes_view))
-    .route("/v1/cameras", web::post().to(create_camera))
-    .route("/v1/cameras", web::get().to(list_cameras))
-    .route("/v1/cameras/{id}", web::get().to(get_camera))
-    .route("/v1/cameras/{id}", web::patch().to(patch_camera))
-    .route("/v1/cameras/{id}", web::delete().to(delete_camera))
-    .route("/v1/cameras/{id}/recordings", web::get().to(recordings))
-    .route("/v1/nodes/{id}/drain", web::post().to(drain_node))
-    .route("/v1/nodes/{id}/undrain", web::post().to(undrain_node))
-    .route("/v1/nodes/{id}", web::delete().to(forget_node))
-    .route("/v1/internal/status", web::get().to(internal_status))
-    .route("/v1/internal/summary", web::get().to(internal_summary))
+    .service(res("/healthz").route(web::get().to(healthz)))
+    .service(res("/readyz").route(web::get().to(readyz)))
+    .service(res("/metrics").route(web::get().to(metrics_view)))
+    .service(res("/v1/cluster").route(web::get().to(cluster_view)))
+    .service(res("/v1/nodes").route(web::get().to(nodes_view)))
+    .service(res("/v1/cameras").route(web::post().to(create_camera)).route(web::get().to(list_cameras)))
+    .service(
+        res("/v1/cameras/{id}")
+            .route(web::get().to(get_camera))
+            .route(web::patch().to(patch_camera))
+            .route(web::delete().to(delete_camera)),
+    )
+    .service(res("/v1/cameras/{id}/recordings").route(web::get().to(recordings)))
+    .service(res("/v1/nodes/{id}/drain").route(web::post().to(drain_node)))
+    .service(res("/v1/nodes/{id}/undrain").route(web::post().to(undrain_node)))
+    .service(res("/v1/nodes/{id}").route(web::delete().to(forget_node)))
+    .service(res("/v1/internal/status").route(web::get().to(internal_status)))
+    .service(res("/v1/internal/summary").route(web::get().to(internal_summary)))
     .service(big("/v1/raft/append").route(web::post().to(raft_append)))
     .service(big("/v1/raft/vote").route(web::post().to(raft_vote)))
     .service(big("/v1/raft/snapshot").route(web::post().to(raft_snapshot)))

@@ -31,6 +31,18 @@ pub struct NodeSection {
     pub advertise: Option<String>,
     pub az: Option<String>,
     pub capacity_weight: u32,
+    /// `config` (use `id` and `az` above) or `ec2` (node id from the instance id, AZ from the
+    /// instance placement, both read with IMDSv2 at start).
+    pub identity: IdentitySource,
+    /// Instance metadata endpoint (tests point it at a fake).
+    pub imds_endpoint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentitySource {
+    Config,
+    Ec2,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +135,8 @@ impl Default for NodeSection {
             advertise: None,
             az: None,
             capacity_weight: 1,
+            identity: IdentitySource::Config,
+            imds_endpoint: "http://169.254.169.254".into(),
         }
     }
 }
@@ -212,7 +226,10 @@ impl NodeConfig {
                 .try_parsing(true),
         );
         let merged = builder.build().context("reading configuration")?;
-        let where_ = file.map_or_else(|| "environment".to_string(), |f| f.display().to_string());
+        let where_ = match file {
+            Some(f) => format!("{} or a CAMREC__* environment variable", f.display()),
+            None => "CAMREC__* environment variables".to_string(),
+        };
         let cfg: NodeConfig =
             merged.try_deserialize().with_context(|| format!("invalid configuration in {where_}"))?;
         cfg.validate().with_context(|| format!("invalid configuration in {where_}"))?;

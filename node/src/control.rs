@@ -11,6 +11,7 @@ use camrec_cluster::node::{ClusterNode, WriteErrorKind};
 use camrec_cluster_core::codec;
 use camrec_cluster_core::ids::NodeId;
 use camrec_cluster_core::state::{Command, NodeInfo, Response};
+
 use serde::{Deserialize, Serialize};
 
 /// How long a proposal keeps retrying through an election before giving up (→ HTTP 503).
@@ -34,8 +35,18 @@ pub struct Heartbeat {
     pub node: NodeId,
 }
 
+/// A committed command: its response and the log index it was committed at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    pub response: Response,
+    pub index: u64,
+}
+
 /// Answer of `POST /v1/internal/propose`, codec-encoded.
-pub type ProposeAnswer = Result<Response, ProposeFailure>;
+pub type ProposeAnswer = Result<Committed, ProposeFailure>;
+
+/// How long a proposer waits for its own replica to apply a forwarded write before answering.
+const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(3);
 
 /// Why a proposal failed, by what the caller should do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -73,13 +84,22 @@ impl Control {
     }
 
     /// Commits `cmd`: locally when leader, else through the leader; retries through elections
-    /// until [`PROPOSE_DEADLINE`].
+    /// until [`PROPOSE_DEADLINE`]. Returns once this node's replica has applied it too (bounded
+    /// wait), so a client reading from this node right after sees its write.
     pub async fn propose(&self, cmd: Command) -> ProposeAnswer {
+        let committed = self.propose_inner(cmd).await?;
+        if !self.cluster.wait_applied(committed.index, READ_YOUR_WRITE_WAIT).await {
+            tracing::warn!(index = committed.index, "replica is slow to apply a committed write");
+        }
+        Ok(committed)
+    }
+
+    async fn propose_inner(&self, cmd: Command) -> ProposeAnswer {
         let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
         let mut last;
         loop {
-            match self.cluster.write(cmd.clone()).await {
-                Ok(r) => return Ok(r),
+            match self.cluster.write_indexed(cmd.clone()).await {
+                Ok((response, index)) => return Ok(Committed { response, index }),
                 Err(e) => match e.kind {
                     WriteErrorKind::Fatal => return Err(ProposeFailure::Fatal(e.message)),
                     WriteErrorKind::NotLeader { leader: Some(leader) } if leader != self.cluster.id => {

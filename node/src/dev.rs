@@ -82,7 +82,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         args.cameras,
         fleet
             .as_ref()
-            .map(|f| format!(" at rtsp://{}/cam/0..{}", f.local_addr(), args.cameras))
+            .map(|f| format!(" at rtsp://{}/cam/0 … /cam/{}", f.local_addr(), args.cameras - 1))
             .unwrap_or_default(),
         node.admin_addr,
         args.data.display()

@@ -136,6 +136,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let stop = wait_for_stop(args.duration);
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut last_line = String::new();
     loop {
         tokio::select! {
             biased;
@@ -154,8 +155,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                         None => parts.push(format!("n{}:down", n.id)),
                     }
                 }
-                eprintln!("[{:>5}s] recording {rec} ({}) | segments sealed {sealed} uploaded {uploaded}",
-                    started.elapsed().as_secs(), parts.join(" "));
+                last_line = format!("recording {rec} ({}) | segments sealed {sealed} uploaded {uploaded}", parts.join(" "));
+                eprintln!("[{:>5}s] {last_line}", started.elapsed().as_secs());
             }
         }
     }
@@ -178,7 +179,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         fleet.shutdown().await;
     }
     eprintln!(
-        "camrec dev: summary after {:.0}s — segments are under {}/objects",
+        "camrec dev: summary after {:.0}s (last reading, counted by live nodes): {last_line} — segments are under {}/objects",
         started.elapsed().as_secs_f64(),
         args.data.display()
     );

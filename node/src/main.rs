@@ -9,6 +9,7 @@ mod control;
 mod dev;
 mod dev_cluster;
 mod fake;
+mod imds;
 mod ingest;
 mod leader;
 mod node_ctx;
@@ -35,8 +36,9 @@ enum Cmd {
     Dev(dev::DevArgs),
     /// Run a node from a config file (every key overridable by CAMREC__SECTION__KEY).
     Node {
+        /// The node's TOML config (see config/); CAMREC__SECTION__KEY variables override it.
         #[arg(long)]
-        config: Option<PathBuf>,
+        config: PathBuf,
         /// Initialize a new single-voter cluster if the data dir is empty.
         #[arg(long)]
         bootstrap: bool,
@@ -81,7 +83,7 @@ fn main() -> ExitCode {
             init_tracing("text", "info");
             runtime().and_then(|rt| rt.block_on(fake::run(args)))
         }
-        Cmd::Node { config, bootstrap } => config::NodeConfig::load(config.as_deref()).and_then(|mut cfg| {
+        Cmd::Node { config, bootstrap } => config::NodeConfig::load(Some(&config)).and_then(|mut cfg| {
             cfg.cluster.bootstrap |= bootstrap;
             init_tracing(&cfg.log.format, &cfg.log.filter);
             runtime().and_then(|rt| rt.block_on(run_node(cfg)))
@@ -104,7 +106,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// restart).
 const NODE_FLUSH_DEADLINE: Duration = Duration::from_secs(30);
 
-async fn run_node(cfg: config::NodeConfig) -> anyhow::Result<()> {
+async fn run_node(mut cfg: config::NodeConfig) -> anyhow::Result<()> {
+    if cfg.node.identity == config::IdentitySource::Ec2 {
+        let id = imds::fetch_identity(&cfg.node.imds_endpoint).await?;
+        cfg.node.id = imds::node_id_for(&id.instance_id);
+        cfg.node.az.get_or_insert(id.az);
+        tracing::info!(instance = %id.instance_id, node = cfg.node.id, az = ?cfg.node.az, "identity from EC2 metadata");
+    }
     let node = runtime::RunningNode::start(&cfg).await?;
     let reason = dev::wait_for_stop(None).await;
     if reason == dev::StopReason::Terminate {
@@ -113,6 +121,14 @@ async fn run_node(cfg: config::NodeConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stopping: sealing segments and flushing uploads");
     let report = node.shutdown(NODE_FLUSH_DEADLINE).await;
-    tracing::info!(pending_segments = report.pending_segments, "stopped");
+    if report.pending_segments > 0 {
+        tracing::warn!(
+            pending_segments = report.pending_segments,
+            pending_bytes = report.pending_bytes,
+            "stopped with segments not yet uploaded; they stay buffered and upload on the next start"
+        );
+    } else {
+        tracing::info!("stopped; every sealed segment is uploaded");
+    }
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::api::{self, ApiState};
 use crate::camera::supervisor::{CameraSupervisor, SupervisorArgs, SupervisorMsg};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, NodeConfig};
-use crate::control::Control;
+use crate::control::{Control, ProposeFailure};
 use crate::leader::{self, DutyConfig};
 use crate::node_ctx::NodeCtx;
 use crate::status::StatusBoard;
@@ -99,9 +99,28 @@ async fn open_store(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
             c.secret_access_key = s3.secret_access_key.clone();
             // The S3 store applies the prefix itself; keys handed to it are relative.
             c.prefix = cfg.storage.prefix.clone();
-            Arc::new(S3Store::new(c).await.context("configuring S3")?)
+            let store = S3Store::new(c).await.context("configuring S3")?;
+            // Probe once: a wrong bucket or missing credentials is a configuration error to
+            // report now, not a stream of upload warnings later. An unreachable endpoint is not:
+            // the node records and buffers until the store returns.
+            match tokio::time::timeout(Duration::from_secs(10), store.list("", None, 1)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if !e.is_retryable() => {
+                    anyhow::bail!("S3 bucket {:?} is not usable: {}", s3.bucket, first_line(&e.message))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %first_line(&e.message), "S3 not reachable at start; buffering until it is")
+                }
+                Err(_) => tracing::warn!("S3 did not answer within 10 s at start; buffering until it does"),
+            }
+            Arc::new(store)
         }
     })
+}
+
+/// The first line of an error message, at most 300 characters (SDK errors nest pages of context).
+pub fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or("").chars().take(300).collect()
 }
 
 fn os_seed() -> u64 {
@@ -321,18 +340,29 @@ pub struct ShutdownReport {
     pub pending_bytes: u64,
 }
 
+/// How long a restarted member tries to re-register (and so catch its replica up) before it
+/// starts recording from its possibly stale replica anyway (availability first).
+const REGISTER_DEADLINE: Duration = Duration::from_secs(15);
+
 /// Re-registers a restarted member (it may have new addresses, or have been declared down).
+/// `propose` returns once the local replica applied the registration, so the camera supervisor
+/// then starts from a caught-up table instead of briefly recording cameras that moved while
+/// this node was away. If no leader answers in time, start anyway: recording what the local
+/// replica says beats recording nothing, and duplicates are merged at read time.
 async fn register(control: &Control, info: NodeInfo) -> anyhow::Result<()> {
-    control.cluster.wait_for_leader(Duration::from_secs(60)).await.context("no Raft leader within 60 s")?;
-    for attempt in 1..=50 {
+    let deadline = tokio::time::Instant::now() + REGISTER_DEADLINE;
+    loop {
         match control.propose(Command::RegisterNode(info.clone())).await {
             Ok(_) => return Ok(()),
-            Err(e) if attempt < 50 => {
-                tracing::info!(error = %e, "registering node; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            Err(ProposeFailure::Fatal(m)) => anyhow::bail!("registering node: {m}"),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(error = %e, "no leader reachable: recording from the local replica until one is");
+                return Ok(());
             }
-            Err(e) => return Err(anyhow::anyhow!("registering node: {e}")),
+            Err(e) => {
+                tracing::info!(error = %e, "registering node; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
-    Ok(())
 }

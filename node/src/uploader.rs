@@ -38,6 +38,8 @@ pub struct UploaderState {
     metas: BTreeMap<SealedId, SegmentMeta>,
     tick_at: Option<u64>,
     tick_task: Option<JoinHandle<()>>,
+    /// Start (mono ms) of the current streak of failed uploads.
+    failing_since: Option<u64>,
 }
 
 impl Actor for Uploader {
@@ -56,6 +58,7 @@ impl Actor for Uploader {
             metas: BTreeMap::new(),
             tick_at: None,
             tick_task: None,
+            failing_since: None,
         };
         // Resume what a previous run sealed but did not upload.
         let buffer = st.ctx.buffer.clone();
@@ -86,6 +89,9 @@ impl Actor for Uploader {
             }
             UploaderMsg::Done { id, result } => match result {
                 Ok(bytes) => {
+                    if let Some(since) = st.failing_since.take() {
+                        tracing::info!(after_ms = now_ms.saturating_sub(since), "uploads succeed again");
+                    }
                     st.metas.remove(&id);
                     Counters::add(&st.ctx.status.counters.segments_uploaded, 1);
                     Counters::add(&st.ctx.status.counters.bytes_uploaded, bytes);
@@ -95,7 +101,14 @@ impl Actor for Uploader {
                 Err(e) => {
                     Counters::add(&st.ctx.status.counters.upload_failures, 1);
                     metrics::counter!("camrec_upload_failures_total").increment(1);
-                    tracing::warn!(segment = id.0, error = %e, "upload failed");
+                    // One warning per failure streak; retries of the same outage log at debug.
+                    let msg = crate::runtime::first_line(&e.message);
+                    if st.failing_since.is_none() {
+                        st.failing_since = Some(now_ms);
+                        tracing::warn!(segment = id.0, kind = ?e.kind, error = %msg, "upload failed; retrying with backoff");
+                    } else {
+                        tracing::debug!(segment = id.0, kind = ?e.kind, error = %msg, "upload failed");
+                    }
                     let kind = if e.is_retryable() { RetryKind::Retryable } else { RetryKind::Fatal };
                     st.core.handle_result(now_ms, id.0, Err(kind));
                 }

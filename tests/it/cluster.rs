@@ -319,8 +319,10 @@ fn a_partitioned_node_stops_its_duplicates_quickly_after_it_returns() -> anyhow:
         // A duplicate is the victim still recording under its old epoch; after it returns,
         // rebalance may legitimately hand cameras back to it under new epochs.
         let (_, v) = victim_api.get("/v1/internal/status")?;
-        let still: Vec<&String> =
-            moved.iter().filter(|cam| v[cam.as_str()]["epoch"].as_u64() == Some(before[cam.as_str()].1)).collect();
+        let still: Vec<&String> = moved
+            .iter()
+            .filter(|cam| v[cam.as_str()]["epoch"].as_u64() == Some(before[cam.as_str()].1))
+            .collect();
         Ok(still.is_empty().then_some(()))
     })?;
     let took = wall_ms() - resumed;
@@ -340,7 +342,8 @@ fn a_partitioned_node_stops_its_duplicates_quickly_after_it_returns() -> anyhow:
         let segs = v["segments"].as_array().cloned().unwrap_or_default();
         assert!(!segs.is_empty(), "{cam}: nothing listed");
         for w in segs.windows(2) {
-            let (a_end, b_start) = (w[0]["end_ms"].as_i64().unwrap_or(0), w[1]["start_ms"].as_i64().unwrap_or(0));
+            let (a_end, b_start) =
+                (w[0]["end_ms"].as_i64().unwrap_or(0), w[1]["start_ms"].as_i64().unwrap_or(0));
             assert!(b_start >= a_end - 250, "{cam}: the list shows a time range twice: {w:?}");
         }
         // The only hole is the failover itself (a frozen process records nothing).
@@ -348,6 +351,44 @@ fn a_partitioned_node_stops_its_duplicates_quickly_after_it_returns() -> anyhow:
             let len = g["end_ms"].as_i64().unwrap_or(0) - g["start_ms"].as_i64().unwrap_or(0);
             assert!(len <= 5_000, "{cam}: gap of {len} ms: {g}");
         }
+    }
+    Ok(())
+}
+
+#[test]
+fn sigterm_drains_the_node_before_it_exits() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut c = Cluster::start(dir.path(), 3, 3)?;
+    c.wait_all_recording(1, Duration::from_secs(60))?;
+    c.wait_segments(3)?;
+    let leader = c.leader(1)?.expect("leader");
+    let before = c.owners(leader)?;
+    let victim =
+        *c.nodes.keys().find(|id| **id != leader && before.values().any(|(o, _)| o == *id)).expect("victim");
+    let moved: Vec<String> =
+        before.iter().filter(|(_, (o, _))| *o == victim).map(|(k, _)| k.clone()).collect();
+    let t0 = wall_ms();
+    let clean = c.nodes.get_mut(&victim).expect("victim").proc.terminate(Duration::from_secs(90))?;
+    assert!(clean, "SIGTERM must end in a clean exit");
+    let after = c.owners(leader)?;
+    for cam in &moved {
+        assert_ne!(after[cam].0, victim, "{cam} still owned by the stopped node");
+    }
+    let (_, nodes) = c.api_of(leader).get("/v1/nodes")?;
+    let status = nodes["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["id"] == victim))
+        .map(|n| n["status"].clone());
+    assert_eq!(status, Some(json!("drained")));
+    std::thread::sleep(Duration::from_secs(5));
+    for n in c.nodes.keys().copied().filter(|n| *n != victim).collect::<Vec<_>>() {
+        c.wait_flushed(n)?;
+    }
+    let to = wall_ms() - 3_000;
+    for cam in &moved {
+        let gap = c.max_gap_ms(cam, t0 - 3_000, to);
+        println!("camera {cam}: max gap {gap} ms across the SIGTERM drain");
+        assert!(gap <= 250, "{cam}: SIGTERM drain left a {gap} ms gap");
     }
     Ok(())
 }
