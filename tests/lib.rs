@@ -146,8 +146,10 @@ impl Node {
         let port = free_port();
         let data = dir.join(format!("node{id}"));
         let config = dir.join(format!("node{id}.toml"));
+        // A lone node bootstraps its own cluster unless the test configures clustering.
+        let cluster = if extra_toml.contains("[cluster]") { "" } else { "\n[cluster]\nbootstrap = true\n" };
         let toml = format!(
-            "[node]\nid = {id}\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n\n{extra_toml}",
+            "[node]\nid = {id}\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n\n{extra_toml}{cluster}",
             data.display()
         );
         std::fs::write(&config, toml)?;

@@ -248,6 +248,15 @@ impl NodeConfig {
             self.storage.upload_concurrency_max > 0,
             "storage.upload_concurrency_max must be > 0"
         );
+        anyhow::ensure!(matches!(self.cluster.voters, 1 | 3 | 5), "cluster.voters must be 1, 3 or 5");
+        anyhow::ensure!(
+            self.cluster.dead_after_ms >= 2 * self.cluster.heartbeat_interval_ms,
+            "cluster.dead_after_ms must be at least twice cluster.heartbeat_interval_ms"
+        );
+        anyhow::ensure!(
+            self.cluster.bootstrap || !self.cluster.seeds.is_empty(),
+            "set cluster.bootstrap = true on the first node of a new cluster, or cluster.seeds to join one"
+        );
         if self.storage.backend == Backend::S3 {
             anyhow::ensure!(
                 !self.storage.s3.bucket.is_empty(),
@@ -279,6 +288,15 @@ mod tests {
             }
         }
         assert!(seen >= 2, "expected example configs in {}", dir.display());
+    }
+
+    #[test]
+    fn a_node_must_bootstrap_or_have_seeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.toml");
+        std::fs::write(&path, "").unwrap();
+        let err = format!("{:#}", NodeConfig::load(Some(&path)).unwrap_err());
+        assert!(err.contains("cluster.bootstrap") && err.contains("cluster.seeds"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Target {
     pub username: Option<String>,
     pub password: Option<String>,
     pub transport: Transport,
+    /// Bound on DESCRIBE + SETUP + PLAY.
+    pub connect_timeout: std::time::Duration,
 }
 
 /// Delivers one event to the camera actor; false when the actor is gone.
@@ -119,7 +121,12 @@ pub async fn run_session(target: Target, group: Arc<SessionGroup>, sink: EventSi
     }
 }
 
-async fn session(target: &Target, group: Arc<SessionGroup>, sink: &EventSink) -> Result<(), IngestFailure> {
+/// Opens the session: DESCRIBE, SETUP of the video (and AAC audio) stream, PLAY. Returns the
+/// demuxed stream and the chosen stream indices.
+async fn open(
+    target: &Target,
+    group: Arc<SessionGroup>,
+) -> Result<(client::Demuxed, usize, Option<usize>), IngestFailure> {
     let creds = match (&target.username, &target.password) {
         (Some(u), Some(p)) => Some(client::Credentials { username: u.clone(), password: p.clone() }),
         (Some(u), None) => Some(client::Credentials { username: u.clone(), password: String::new() }),
@@ -157,7 +164,22 @@ async fn session(target: &Target, group: Arc<SessionGroup>, sink: &EventSink) ->
             .map_err(|e| from_retina(&e))?;
     }
     let playing = described.play(PlayOptions::default()).await.map_err(|e| from_retina(&e))?;
-    let mut demuxed = playing.demuxed().map_err(|e| from_retina(&e))?;
+    let demuxed = playing.demuxed().map_err(|e| from_retina(&e))?;
+    Ok((demuxed, video_i, audio_i))
+}
+
+async fn session(target: &Target, group: Arc<SessionGroup>, sink: &EventSink) -> Result<(), IngestFailure> {
+    // A camera that accepts TCP but never answers must not sit in `connecting` forever.
+    let (mut demuxed, video_i, audio_i) =
+        tokio::time::timeout(target.connect_timeout, open(target, group)).await.map_err(|_| {
+            failure(
+                FailureKind::Timeout,
+                format!(
+                    "camera did not complete DESCRIBE/SETUP/PLAY within {} s",
+                    target.connect_timeout.as_secs()
+                ),
+            )
+        })??;
 
     let mut audio = audio_i.and_then(|i| match demuxed.streams()[i].parameters() {
         Some(ParametersRef::Audio(a)) => audio_params(a),

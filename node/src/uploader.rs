@@ -10,7 +10,7 @@ use std::time::Duration;
 use camrec_node_core::segment::SegmentMeta;
 use camrec_node_core::upload::{RetryKind, UploadConfig, UploadScheduler};
 use camrec_storage::buffer::SealedId;
-use camrec_storage::error::StoreError;
+use camrec_storage::error::{ErrorKind, StoreError};
 use camrec_storage::keys::object_key;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
@@ -109,7 +109,13 @@ impl Actor for Uploader {
                     } else {
                         tracing::debug!(segment = id.0, kind = ?e.kind, error = %msg, "upload failed");
                     }
-                    let kind = if e.is_retryable() { RetryKind::Retryable } else { RetryKind::Fatal };
+                    // Only a conflicting object or a corrupt local file can never succeed; a missing
+                    // bucket or denied access is an operator fix away, so it is retried (with the
+                    // capped backoff) rather than parked until a restart.
+                    let kind = match e.kind {
+                        ErrorKind::Conflict | ErrorKind::DataLoss => RetryKind::Fatal,
+                        ErrorKind::Retryable | ErrorKind::NotFound | ErrorKind::Fatal => RetryKind::Retryable,
+                    };
                     st.core.handle_result(now_ms, id.0, Err(kind));
                 }
             },

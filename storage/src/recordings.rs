@@ -51,8 +51,10 @@ pub struct RecordingList {
 
 /// Merges raw listed segments into a minimal cover of `[from_ms, to_ms)` plus the gaps in it.
 ///
-/// Greedy interval cover: from the covered edge, of all segments starting within
-/// [`GAP_TOLERANCE_MS`] of it take the one reaching furthest; the others are duplicates.
+/// Greedy interval cover: of the segments starting at or before the covered edge, take the one
+/// reaching furthest; the others are duplicates. When none starts at the edge, the earliest next
+/// one does (a hole longer than [`GAP_TOLERANCE_MS`] before it is a gap). Short segments are
+/// kept whenever they are the only recording of their time.
 pub fn merge(mut raw: Vec<RecordingSegment>, from_ms: i64, to_ms: i64) -> RecordingList {
     raw.retain(|s| s.end_ms > from_ms && s.start_ms < to_ms && s.end_ms > s.start_ms);
     raw.sort_by(|a, b| a.start_ms.cmp(&b.start_ms).then(b.end_ms.cmp(&a.end_ms)).then(a.key.cmp(&b.key)));
@@ -62,7 +64,7 @@ pub fn merge(mut raw: Vec<RecordingSegment>, from_ms: i64, to_ms: i64) -> Record
     let mut i = 0;
     while i < total {
         let mut best: Option<usize> = None;
-        while i < total && raw[i].start_ms <= covered_to + GAP_TOLERANCE_MS {
+        while i < total && raw[i].start_ms <= covered_to {
             if best.is_none_or(|b| raw[i].end_ms > raw[b].end_ms) {
                 best = Some(i);
             }
@@ -79,7 +81,10 @@ pub fn merge(mut raw: Vec<RecordingSegment>, from_ms: i64, to_ms: i64) -> Record
             }
             Some(_) => {}
             None => {
-                out.gaps.push(Gap { start_ms: covered_to, end_ms: raw[i].start_ms });
+                // Nothing covers the edge: jump to the next segment's start.
+                if raw[i].start_ms > covered_to + GAP_TOLERANCE_MS {
+                    out.gaps.push(Gap { start_ms: covered_to, end_ms: raw[i].start_ms });
+                }
                 covered_to = raw[i].start_ms;
             }
         }
@@ -174,6 +179,16 @@ mod tests {
         assert_eq!(gaps, vec![]);
         assert_eq!(dups, 2);
         assert_eq!(segments, vec![(0, 6000, 1), (6000, 12000, 1), (12000, 18000, 2)]);
+    }
+
+    #[test]
+    fn short_segments_are_kept_when_they_are_the_only_recording() {
+        // A 160 ms segment (a reconnect) followed by a full one: both are footage.
+        let l = merge(vec![seg(0, 6000, 1), seg(6000, 6160, 1), seg(6160, 12160, 1)], 0, 12160);
+        assert_eq!(shape(&l), (vec![(0, 6000, 1), (6000, 6160, 1), (6160, 12160, 1)], vec![], 0));
+        // Small slew between segments is not a gap, and nothing is dropped.
+        let l = merge(vec![seg(0, 6000, 1), seg(6020, 6100, 1), seg(6120, 12000, 1)], 0, 12000);
+        assert_eq!(shape(&l), (vec![(0, 6000, 1), (6020, 6100, 1), (6120, 12000, 1)], vec![], 0));
     }
 
     #[test]

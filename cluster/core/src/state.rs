@@ -966,7 +966,50 @@ fn validate_spec(spec: &CameraSpec) -> Result<(), CommandError> {
     if spec.bitrate_kbps == 0 || spec.bitrate_kbps > 1_000_000 {
         return Err(CommandError::Invalid(format!("camera {}: bitrate_kbps must be 1..=1000000", spec.id)));
     }
+    let invalid = |what: &str| Err(CommandError::Invalid(format!("camera {}: {what}", spec.id)));
+    for (name, value) in
+        [("url", Some(&spec.url)), ("username", spec.username.as_ref()), ("password", spec.password.as_ref())]
+    {
+        if value.is_some_and(|v| v.chars().any(char::is_control)) {
+            return invalid(&format!("{name} contains control characters"));
+        }
+    }
+    if spec.username.as_ref().is_some_and(|u| u.len() > CREDENTIAL_LEN_MAX)
+        || spec.password.as_ref().is_some_and(|p| p.len() > CREDENTIAL_LEN_MAX)
+    {
+        return invalid(&format!("username and password are limited to {CREDENTIAL_LEN_MAX} bytes"));
+    }
+    if spec.labels.len() > LABELS_MAX {
+        return invalid(&format!("at most {LABELS_MAX} labels"));
+    }
+    if spec
+        .labels
+        .iter()
+        .any(|(k, v)| k.is_empty() || k.len() > LABEL_KEY_LEN_MAX || v.len() > LABEL_VALUE_LEN_MAX)
+    {
+        return invalid(&format!(
+            "label keys must be 1..={LABEL_KEY_LEN_MAX} bytes and values at most {LABEL_VALUE_LEN_MAX} bytes"
+        ));
+    }
     Ok(())
+}
+
+/// Bounds on what one camera may carry into the replicated state (every replica holds it and
+/// every snapshot ships it: an unbounded label map once stalled a joining node's catch-up).
+pub const LABELS_MAX: usize = 32;
+pub const LABEL_KEY_LEN_MAX: usize = 64;
+pub const LABEL_VALUE_LEN_MAX: usize = 256;
+pub const CREDENTIAL_LEN_MAX: usize = 256;
+
+impl CameraSpec {
+    /// Whether two specs describe the same RTSP stream (url, credentials, transport). Changes to
+    /// labels or bitrate do not require a new session; changes to these do.
+    pub fn same_stream(&self, other: &CameraSpec) -> bool {
+        self.url == other.url
+            && self.username == other.username
+            && self.password == other.password
+            && self.transport == other.transport
+    }
 }
 
 #[cfg(test)]
@@ -1159,6 +1202,40 @@ mod tests {
         let r = s.apply(Command::PutCameras { cameras: vec![cam("a"), cam("a")], replace: true });
         assert!(matches!(r.result, Some(CommandError::Invalid(_))));
         assert!(s.cameras().is_empty());
+
+        let refused = |spec: CameraSpec| {
+            let mut s = ClusterState::new();
+            matches!(
+                s.apply(Command::PutCameras { cameras: vec![spec], replace: false }).result,
+                Some(CommandError::Invalid(_))
+            )
+        };
+        let mut crlf = cam("a");
+        crlf.url = "rtsp://host/x\r\nInjected: 1".into();
+        assert!(refused(crlf));
+        let mut nul = cam("a");
+        nul.username = Some("ad\0min".into());
+        assert!(refused(nul));
+        let mut many = cam("a");
+        many.labels = (0..=LABELS_MAX).map(|i| (format!("k{i}"), "v".into())).collect();
+        assert!(refused(many));
+        let mut long = cam("a");
+        long.labels = BTreeMap::from([("k".into(), "v".repeat(LABEL_VALUE_LEN_MAX + 1))]);
+        assert!(refused(long));
+        let mut ok = cam("a");
+        ok.labels = (0..LABELS_MAX).map(|i| (format!("k{i}"), "v".repeat(LABEL_VALUE_LEN_MAX))).collect();
+        assert!(!refused(ok));
+    }
+
+    #[test]
+    fn only_stream_fields_make_a_different_stream() {
+        let a = cam("a");
+        let mut b = a.clone();
+        b.labels.insert("site".into(), "lobby".into());
+        b.bitrate_kbps += 1;
+        assert!(a.same_stream(&b));
+        b.transport = Transport::Udp;
+        assert!(!a.same_stream(&b));
     }
 
     #[test]

@@ -74,6 +74,7 @@ impl Actor for CameraActor {
             username: spec.username.clone(),
             password: spec.password.clone(),
             transport: spec.transport,
+            connect_timeout: std::time::Duration::from_millis(ctx.recorder_config.stall_timeout_ms),
         };
         let now = ctx.clock.now();
         let recorder = Recorder::new(

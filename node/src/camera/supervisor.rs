@@ -177,10 +177,16 @@ impl SupervisorState {
             })
         };
         let running_matches = match (&desired, self.children.get(id)) {
-            (Some((spec, epoch, _)), Some(child)) => child.epoch == *epoch && &child.spec == spec,
+            // Label or bitrate edits keep the session (and the segment) running.
+            (Some((spec, epoch, _)), Some(child)) => child.epoch == *epoch && child.spec.same_stream(spec),
             (None, None) => true,
             _ => false,
         };
+        if running_matches {
+            if let (Some((spec, ..)), Some(child)) = (&desired, self.children.get_mut(id)) {
+                child.spec = spec.clone();
+            }
+        }
         if running_matches {
             return Ok(());
         }
