@@ -62,17 +62,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     cfg.validate()?;
 
-    let fleet = if args.cameras > 0 {
-        let fake = FakeCamerasArgs {
-            count: args.cameras,
-            listen: "127.0.0.1:0".parse().expect("literal"),
-            clip: args.clip.clone(),
-            ..FakeCamerasArgs::default()
-        };
-        Some(FakeFleet::start(fake).await.context("starting the test cameras")?)
-    } else {
-        None
-    };
+    let fleet = start_test_cameras(&args).await?;
 
     let node = RunningNode::start(&cfg).await?;
     register_test_cameras(&node, fleet.as_ref(), args.cameras).await?;
@@ -137,6 +127,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         args.data.display(),
     );
     Ok(())
+}
+
+/// The built-in test cameras on an ephemeral loopback port (none with `--cameras 0`).
+pub async fn start_test_cameras(args: &DevArgs) -> anyhow::Result<Option<FakeFleet>> {
+    if args.cameras == 0 {
+        return Ok(None);
+    }
+    let fake = FakeCamerasArgs {
+        count: args.cameras,
+        listen: "127.0.0.1:0".parse().expect("literal"),
+        clip: args.clip.clone(),
+        ..FakeCamerasArgs::default()
+    };
+    Ok(Some(FakeFleet::start(fake).await.context("starting the test cameras")?))
 }
 
 async fn register_test_cameras(

@@ -13,7 +13,6 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 
 use crate::dev::{wait_for_stop, DevArgs};
-use crate::fake::{FakeCamerasArgs, FakeFleet};
 
 /// How long a stopping node may take to seal and flush before it is killed.
 const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,17 +65,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)?;
     let http = reqwest::Client::new();
 
-    let fleet = if args.cameras > 0 {
-        let fake = FakeCamerasArgs {
-            count: args.cameras,
-            listen: "127.0.0.1:0".parse().expect("literal"),
-            clip: args.clip.clone(),
-            ..FakeCamerasArgs::default()
-        };
-        Some(FakeFleet::start(fake).await.context("starting the test cameras")?)
-    } else {
-        None
-    };
+    let fleet = crate::dev::start_test_cameras(&args).await?;
 
     let seed = args.listen;
     let mut nodes = Vec::new();

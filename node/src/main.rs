@@ -15,6 +15,7 @@ mod leader;
 mod node_ctx;
 mod runtime;
 mod status;
+mod timer;
 mod uploader;
 
 use std::path::PathBuf;

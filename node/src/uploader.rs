@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use camrec_node_core::segment::SegmentMeta;
 use camrec_node_core::upload::{RetryKind, UploadConfig, UploadScheduler};
@@ -13,10 +12,10 @@ use camrec_storage::buffer::SealedId;
 use camrec_storage::error::{ErrorKind, StoreError};
 use camrec_storage::keys::object_key;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::task::JoinHandle;
 
 use crate::node_ctx::NodeCtx;
 use crate::status::Counters;
+use crate::timer::CoreTimer;
 
 pub enum UploaderMsg {
     Sealed { id: SealedId, meta: SegmentMeta },
@@ -36,8 +35,7 @@ pub struct UploaderState {
     ctx: Arc<NodeCtx>,
     core: UploadScheduler,
     metas: BTreeMap<SealedId, SegmentMeta>,
-    tick_at: Option<u64>,
-    tick_task: Option<JoinHandle<()>>,
+    timer: CoreTimer,
     /// Start (mono ms) of the current streak of failed uploads.
     failing_since: Option<u64>,
 }
@@ -56,8 +54,7 @@ impl Actor for Uploader {
             core: UploadScheduler::new(args.config, args.seed),
             ctx: args.ctx,
             metas: BTreeMap::new(),
-            tick_at: None,
-            tick_task: None,
+            timer: CoreTimer::default(),
             failing_since: None,
         };
         // Resume what a previous run sealed but did not upload.
@@ -119,7 +116,7 @@ impl Actor for Uploader {
                     st.core.handle_result(now_ms, id.0, Err(kind));
                 }
             },
-            UploaderMsg::Tick => st.tick_at = None,
+            UploaderMsg::Tick => st.timer.fired(),
         }
         st.pump(&myself);
         Ok(())
@@ -143,20 +140,7 @@ impl UploaderState {
             });
         }
         metrics::gauge!("camrec_upload_pending_segments").set(self.metas.len() as f64);
-        if let Some(deadline) = self.core.poll_timeout() {
-            if self.tick_at.is_none_or(|at| deadline < at) {
-                if let Some(t) = self.tick_task.take() {
-                    t.abort();
-                }
-                let delay = Duration::from_millis(deadline.saturating_sub(now_ms));
-                let actor = myself.clone();
-                self.tick_at = Some(deadline);
-                self.tick_task = Some(tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = actor.cast(UploaderMsg::Tick);
-                }));
-            }
-        }
+        self.timer.arm(self.core.poll_timeout(), now_ms, myself, || UploaderMsg::Tick);
     }
 }
 

@@ -5,9 +5,16 @@
 //! {dir}/index/        sled database; tree "segments": SealedId (u64 BE) -> IndexRecord
 //!                                    tree "open": part file name -> SegmentStart
 //! {dir}/open/         {camera}-{unique:020}.part   segments being written
-//! {dir}/sealed/       {id:020}-{camera}.mp4        sealed segments waiting for upload
+//! {dir}/sealed/       {unique:020}-{camera}.mp4    sealed segments waiting for upload
 //! {dir}/quarantine/   files set aside by `open` (unsalvageable crash leftovers, orphans)
 //! ```
+//!
+//! `unique` comes from sled's `generate_id` at [`SegmentBuffer::begin`] (ids never repeat, across
+//! restarts too), and a sealed file keeps the `unique` of its `.part`: `{camera}-{unique}.part`
+//! becomes `{unique}-{camera}.mp4`, so recovery can map a sealed file back to its `open` record
+//! (the [`SealedId`], the index key, is generated at seal time and is not in the name). Files
+//! sealed by older versions are named `{id:020}-{camera}.mp4` (their index records store the
+//! name); no `open` record ever maps to such a name, because ids and uniques share one sequence.
 //!
 //! Segment bytes go straight to the `.part` file as the recorder emits them; the buffer never
 //! holds a segment in memory. Blocking `std::fs` and sled calls: async callers use
@@ -26,7 +33,7 @@
 //!    recorder's [`SegmentMeta`] (the recorder checksummed what it emitted); otherwise the file
 //!    is quarantined and the seal fails with `DataLoss`;
 //! 2. `fsync` the file;
-//! 3. `rename` it from `open/` to `sealed/{id}-{camera}.mp4` and `fsync` `sealed/`;
+//! 3. `rename` it from `open/` to `sealed/{unique}-{camera}.mp4` and `fsync` `sealed/`;
 //! 4. insert the index record, remove the `open` record, `flush` sled (one flush for both; a
 //!    crash that keeps only the insert leaves an `open` record without a file, which `open`
 //!    drops).
@@ -38,6 +45,10 @@
 //! flush sled, *then* delete the file. A crash in between leaves a sealed file without a
 //! record (an *orphan*), never a record without its file, so a record always names bytes that
 //! exist — the uploader can trust the index. The orphan is harmless: `open` sets it aside.
+//! When `confirm_uploaded` runs, the segment's `open` record is durably gone: `seal` removed it
+//! in the flush it returns after, and `open` clears (and flushes) every leftover `open` record
+//! before it returns. So a sealed file without an index record *but with* its `open` record was
+//! never confirmed, and one without either was uploaded (or is unknown).
 //!
 //! [`OpenSegmentFile::abort`] deletes the file, then the `open` record (not flushed: a record
 //! without a file is dropped at the next `open`).
@@ -54,12 +65,27 @@
 //!   `.part` without a record (written by an older version, or a stray), with no complete
 //!   fragment, without video, or whose init segment contradicts its record (codec, audio) is
 //!   moved to `quarantine/` untouched. `open` records left without a file are dropped.
-//! - Orphans in `sealed/` are **quarantined, not deleted**. An orphan is either an uploaded
-//!   segment whose delete was interrupted, or a segment whose seal crashed between rename and
-//!   index flush (complete and checksummed, but never acknowledged). The buffer cannot tell the
-//!   two apart, and it never deletes bytes it cannot prove were uploaded; orphans need a crash at
-//!   one precise moment, so the quarantine grows slowly and an operator (or the salvage tool)
-//!   clears it.
+//! - Files in `sealed/` without an index record (*orphans*) come from one of two crashes:
+//!   - a seal (or a salvage) that crashed between its rename and its index flush: the file is
+//!     complete (fsync'd before the rename, and checksummed against the recorder's metadata)
+//!     but was never acknowledged, and its `open` record still exists (it is removed only in
+//!     the seal's flush). Such an orphan is **re-indexed**: its [`SegmentMeta`] is rebuilt from
+//!     the `open` record and a scan of the file exactly as for a `.part` (a complete file is
+//!     one valid prefix; anything after the longest valid prefix is truncated, fsync'd), then
+//!     the index record is inserted, the `open` record removed, sled flushed, and the uploader
+//!     finds it pending. A crash during re-indexing repeats it at the next `open`. If the file
+//!     cannot be scanned into a segment (disk corruption) it is quarantined and counted in
+//!     [`OpenReport::lost_segments`].
+//!   - a `confirm_uploaded` that crashed between its record removal and its file delete: no
+//!     `open` record exists (see above). Such orphans, and any other sealed file without an
+//!     `open` record, are **quarantined, not deleted**: the buffer never deletes bytes it cannot
+//!     prove were uploaded. Quarantining is safe either way: if the file was somehow not
+//!     uploaded it is still kept; re-indexing it instead would only upload it again, which the
+//!     create-only put reports as `AlreadyPresent`. Orphans need a crash at one precise moment,
+//!     so the quarantine grows slowly and an operator (or the salvage tool) clears it.
+//!
+//!   Leftover `open` records are cleared (flushed) only after the orphans were matched against
+//!   them.
 //! - Index records whose file is missing are dropped (flushed) and returned in
 //!   [`OpenReport::lost`] for the node to log and count: those segments are gone.
 //! - An index record that cannot be decoded (corruption or a newer format) fails `open` with
@@ -128,11 +154,18 @@ pub struct OpenReport {
     pub salvaged_ms: u64,
     /// `open/` leftovers moved to `quarantine/` (nothing salvageable, or no `open` record).
     pub parts_quarantined: u64,
-    /// Files in `sealed/` without an index record, moved to `quarantine/`.
+    /// Files in `sealed/` without an index record but with their `open` record (a seal that
+    /// crashed after its rename), indexed again (pending upload).
+    pub orphans_reindexed: u64,
+    /// Files in `sealed/` without an index record, moved to `quarantine/`: those without an
+    /// `open` record (already uploaded, or unknown), and those that could not be re-indexed
+    /// (also counted in `lost_segments`).
     pub orphans_quarantined: u64,
-    /// Index records whose file was missing (dropped): segments lost.
+    /// Segments lost: index records whose file was missing (dropped), and sealed files that
+    /// could not be re-indexed (quarantined).
     pub lost_segments: u64,
-    /// The first [`REPORT_LOST_LISTED_MAX`] lost segments.
+    /// The first [`REPORT_LOST_LISTED_MAX`] lost index records (sealed files that could not be
+    /// re-indexed have no id and are only counted).
     pub lost: Vec<(SealedId, SegmentMeta)>,
 }
 
@@ -264,11 +297,8 @@ impl SegmentBuffer {
                 }
             }
         }
-        if !inner.open_records.is_empty() {
-            // Records of quarantined parts, and of files that no longer exist.
-            inner.open_records.clear().map_err(|e| StoreError::sled("clear open records", &e))?;
-            self.flush()?;
-        }
+        // `starts` now holds the records without a `.part`: sealed segments (their record
+        // removal was lost, or their index flush was: step 3), and segments with no file.
 
         // 2. Index records: keep those with files, drop those without.
         let mut referenced = BTreeSet::new();
@@ -298,13 +328,44 @@ impl SegmentBuffer {
             self.flush()?;
         }
 
-        // 3. Orphans: sealed files without a record.
+        // 3. Orphans: sealed files without an index record. With their `open` record, a seal
+        // crashed after its rename: re-index. Without, quarantine.
         for name in list_names(&inner.sealed_dir)? {
-            if !referenced.contains(&name) {
-                tracing::warn!(file = %name, "quarantining sealed file without index record");
-                self.quarantine(&inner.sealed_dir.join(&name), &name)?;
-                report.orphans_quarantined += 1;
+            if referenced.contains(&name) {
+                continue;
             }
+            let path = inner.sealed_dir.join(&name);
+            let open_record =
+                part_name_of_sealed(&name).and_then(|part| starts.remove(&part).map(|s| (part, s)));
+            let Some((part_name, start)) = open_record else {
+                tracing::warn!(file = %name,
+                    "quarantining sealed file without index record or open record (uploaded, or unknown)");
+                self.quarantine(&path, &name)?;
+                report.orphans_quarantined += 1;
+                continue;
+            };
+            match self.reindex(&path, &name, &part_name, start)? {
+                Some(meta) => {
+                    report.orphans_reindexed += 1;
+                    stats.pending_segments += 1;
+                    stats.pending_bytes += meta.bytes;
+                }
+                None => {
+                    tracing::error!(file = %name,
+                        "segment lost: quarantining sealed file without index record that cannot be re-indexed");
+                    self.quarantine(&path, &name)?;
+                    report.orphans_quarantined += 1;
+                    report.lost_segments += 1;
+                }
+            }
+        }
+
+        // 4. `open` records left: of quarantined parts, of segments without a file (begun but
+        // never created, aborted, or failed seals, whose removal was not flushed), and of sealed
+        // segments whose index insert reached the disk but not the record removal.
+        if !inner.open_records.is_empty() {
+            inner.open_records.clear().map_err(|e| StoreError::sled("clear open records", &e))?;
+            self.flush()?;
         }
         if report.parts_quarantined + report.orphans_quarantined > 0 {
             fsync_dir(&inner.quarantine_dir)?;
@@ -324,37 +385,38 @@ impl SegmentBuffer {
         name: &str,
         start: SegmentStart,
     ) -> Result<Option<SegmentMeta>, StoreError> {
-        let mut file =
-            fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| io_err("open", path, &e))?;
-        let len = file.metadata().map_err(|e| io_err("stat", path, &e))?.len();
-        if len > SEGMENT_BYTES_MAX {
-            tracing::warn!(file = %name, len, "partial segment larger than SEGMENT_BYTES_MAX");
-            return Ok(None);
-        }
-        let mut bytes = Vec::with_capacity(len as usize);
-        file.read_to_end(&mut bytes).map_err(|e| io_err("read", path, &e))?;
-        let Some(salvaged) = salvage_prefix(&bytes) else {
-            tracing::warn!(file = %name, len, "partial segment without a complete fragment");
+        let Some((file, meta, len)) = scan_prefix(path, name, &start)? else {
             return Ok(None);
         };
-        if salvaged.video_frames == 0
-            || salvaged.video_codec != start.video_codec
-            || salvaged.has_audio != start.has_audio
-        {
-            tracing::warn!(file = %name, ?salvaged, ?start, "partial segment does not match its open record");
-            return Ok(None);
-        }
-        let prefix = &bytes[..salvaged.prefix_bytes];
-        let meta = start.seal(SegmentContent {
-            video_duration_90k: salvaged.video_duration_90k,
-            bytes: prefix.len() as u64,
-            crc32c: crc32c::crc32c(prefix),
-            video_frames: salvaged.video_frames,
-        });
-        file.set_len(meta.bytes).map_err(|e| io_err("truncate", path, &e))?;
         let id = self.seal_part(file, path, name, meta.clone())?;
         tracing::info!(?id, file = %name, camera = %meta.camera, seq = meta.seq, duration_ms = meta.duration_ms,
             kept_bytes = meta.bytes, dropped_bytes = len - meta.bytes, "salvaged partial segment");
+        Ok(Some(meta))
+    }
+
+    /// Re-indexes the sealed file `name` at `path` whose seal crashed between its rename and its
+    /// index flush, from its `open` record `part_name` (see the module docs): returns its
+    /// metadata, or `None` when the file is not a segment of `start` (the caller quarantines
+    /// it). IO and index errors fail.
+    fn reindex(
+        &self,
+        path: &Path,
+        name: &str,
+        part_name: &str,
+        start: SegmentStart,
+    ) -> Result<Option<SegmentMeta>, StoreError> {
+        let Some((file, meta, len)) = scan_prefix(path, name, &start)? else {
+            return Ok(None);
+        };
+        // Makes a truncation durable before the index names the new size (and is cheap when the
+        // file, fsync'd before its rename, is unchanged).
+        file.sync_all().map_err(|e| io_err("fsync", path, &e))?;
+        drop(file);
+        let id = SealedId(self.inner.db.generate_id().map_err(|e| StoreError::sled("generate id", &e))?);
+        self.index_sealed(id, name.to_owned(), part_name, meta.clone())?;
+        tracing::warn!(?id, file = %name, camera = %meta.camera, seq = meta.seq, duration_ms = meta.duration_ms,
+            kept_bytes = meta.bytes, dropped_bytes = len - meta.bytes,
+            "re-indexed sealed segment whose seal crashed before its index flush");
         Ok(Some(meta))
     }
 
@@ -380,11 +442,36 @@ impl SegmentBuffer {
         }
         drop(file);
         let id = SealedId(inner.db.generate_id().map_err(|e| StoreError::sled("generate id", &e))?);
-        let file_name = format!("{:020}-{}.mp4", id.0, meta.camera);
+        // `begin` names every part, so the fallback (an id-named file recovery cannot map back
+        // to its `open` record) is never taken.
+        let file_name =
+            sealed_name_of_part(part_name).unwrap_or_else(|| format!("{:020}-{}.mp4", id.0, meta.camera));
         let sealed_path = inner.sealed_dir.join(&file_name);
         fs::rename(part_path, &sealed_path).map_err(|e| io_err("rename", part_path, &e))?;
         fsync_dir(&inner.sealed_dir)?;
+        #[cfg(feature = "fault-injection")]
+        if fault::take_crash_after_rename() {
+            return Err(StoreError::fatal(format!("fault injection: crash after renaming {file_name}")));
+        }
         let bytes = meta.bytes;
+        self.index_sealed(id, file_name, part_name, meta)?;
+        let mut stats = inner.stats.lock().expect("stats mutex poisoned");
+        stats.pending_segments += 1;
+        stats.pending_bytes += bytes;
+        Ok(id)
+    }
+
+    /// Step 4 of sealing (module docs): inserts the index record `id` of `file_name` (already
+    /// durable in `sealed/`), removes the `open` record `part_name`, flushes sled. Does not
+    /// count the segment in the stats.
+    fn index_sealed(
+        &self,
+        id: SealedId,
+        file_name: String,
+        part_name: &str,
+        meta: SegmentMeta,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
         let record = IndexRecord { meta, file_name, state: SegmentState::Pending };
         let value = codec::encode("segment index record", &record)
             .map_err(|e| StoreError::codec(format!("{id:?}"), &e))?;
@@ -393,11 +480,7 @@ impl SegmentBuffer {
             .insert(record_key(id), value)
             .map_err(|e| StoreError::sled("insert segment record", &e))?;
         inner.open_records.remove(part_name).map_err(|e| StoreError::sled("remove open record", &e))?;
-        self.flush()?;
-        let mut stats = inner.stats.lock().expect("stats mutex poisoned");
-        stats.pending_segments += 1;
-        stats.pending_bytes += bytes;
-        Ok(id)
+        self.flush()
     }
 
     /// Moves `path` into `quarantine/` under `name` (suffixed if taken).
@@ -632,6 +715,93 @@ impl OpenSegmentFile {
     }
 }
 
+/// Reads the segment file at `path` (a `.part` being salvaged, or a sealed file being
+/// re-indexed) and finds its longest valid prefix with [`salvage_prefix`]. Returns the file
+/// (open for writing, truncated to the prefix when longer), the [`SegmentMeta`] of the prefix
+/// made from `start`, and the file's length before truncation; `None` when nothing in it can be
+/// sealed (too large, no complete fragment, no video, or an init segment that contradicts
+/// `start`). IO errors fail.
+fn scan_prefix(
+    path: &Path,
+    name: &str,
+    start: &SegmentStart,
+) -> Result<Option<(fs::File, SegmentMeta, u64)>, StoreError> {
+    let mut file =
+        fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| io_err("open", path, &e))?;
+    let len = file.metadata().map_err(|e| io_err("stat", path, &e))?.len();
+    if len > SEGMENT_BYTES_MAX {
+        tracing::warn!(file = %name, len, "segment file larger than SEGMENT_BYTES_MAX");
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes).map_err(|e| io_err("read", path, &e))?;
+    let Some(salvaged) = salvage_prefix(&bytes) else {
+        tracing::warn!(file = %name, len, "segment file without a complete fragment");
+        return Ok(None);
+    };
+    if salvaged.video_frames == 0
+        || salvaged.video_codec != start.video_codec
+        || salvaged.has_audio != start.has_audio
+    {
+        tracing::warn!(file = %name, ?salvaged, ?start, "segment file does not match its open record");
+        return Ok(None);
+    }
+    let prefix = &bytes[..salvaged.prefix_bytes];
+    let meta = start.seal(SegmentContent {
+        video_duration_90k: salvaged.video_duration_90k,
+        bytes: prefix.len() as u64,
+        crc32c: crc32c::crc32c(prefix),
+        video_frames: salvaged.video_frames,
+    });
+    if meta.bytes != len {
+        file.set_len(meta.bytes).map_err(|e| io_err("truncate", path, &e))?;
+    }
+    Ok(Some((file, meta, len)))
+}
+
+/// The `sealed/` name of the part file `part_name`: `{camera}-{unique:020}.part` ->
+/// `{unique:020}-{camera}.mp4` (module docs). `None` for a name `begin` did not make.
+fn sealed_name_of_part(part_name: &str) -> Option<String> {
+    let (camera, unique) = part_name.strip_suffix(".part")?.rsplit_once('-')?;
+    (is_unique(unique) && !camera.is_empty()).then(|| format!("{unique}-{camera}.mp4"))
+}
+
+/// The inverse of [`sealed_name_of_part`]: the `open` record key of the sealed file
+/// `file_name`. `None` for a name `seal` did not make.
+fn part_name_of_sealed(file_name: &str) -> Option<String> {
+    let (unique, camera) = file_name.strip_suffix(".mp4")?.split_once('-')?;
+    (is_unique(unique) && !camera.is_empty()).then(|| format!("{camera}-{unique}.part"))
+}
+
+/// A `unique` as part and sealed file names spell it: 20 decimal digits.
+fn is_unique(s: &str) -> bool {
+    s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Test-only fault injection (feature `fault-injection`, enabled for this crate's own tests):
+/// simulated crashes at precise points of the seal protocol.
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod fault {
+    use std::cell::Cell;
+
+    thread_local! {
+        static CRASH_AFTER_RENAME: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes the next seal on this thread ([`OpenSegmentFile::seal`](super::OpenSegmentFile::seal),
+    /// or a salvage inside [`SegmentBuffer::open`](super::SegmentBuffer::open)) stop right
+    /// after its rename into `sealed/` and the fsync of `sealed/`, before the index record is
+    /// inserted, and fail, as a kill -9 at that moment would leave the buffer.
+    pub fn crash_next_seal_after_rename() {
+        CRASH_AFTER_RENAME.with(|c| c.set(true));
+    }
+
+    pub(super) fn take_crash_after_rename() -> bool {
+        CRASH_AFTER_RENAME.with(|c| c.replace(false))
+    }
+}
+
 /// File names in `dir`, sorted.
 fn list_names(dir: &Path) -> Result<Vec<String>, StoreError> {
     let mut names = Vec::new();
@@ -641,4 +811,29 @@ fn list_names(dir: &Path) -> Result<Vec<String>, StoreError> {
     }
     names.sort();
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_names_map_back_to_part_names() {
+        for part in
+            ["c-00000000000000000042.part", "b-2-00000000000000001234.part", "c.3-00000000000000000001.part"]
+        {
+            let sealed = sealed_name_of_part(part).unwrap();
+            assert_eq!(part_name_of_sealed(&sealed).as_deref(), Some(part), "{sealed}");
+        }
+        assert_eq!(
+            sealed_name_of_part("b-2-00000000000000001234.part").unwrap(),
+            "00000000000000001234-b-2.mp4"
+        );
+        for bad in ["x.part", "c-42.part", "-00000000000000000042.part", "c-00000000000000000042.mp4"] {
+            assert_eq!(sealed_name_of_part(bad), None, "{bad}");
+        }
+        for bad in ["x.mp4", "42-c.mp4", "00000000000000000042-.mp4", "00000000000000000042-c.part"] {
+            assert_eq!(part_name_of_sealed(bad), None, "{bad}");
+        }
+    }
 }

@@ -76,6 +76,21 @@ where
         Ok(())
     }
 
+    /// Removes the entries in `range` (of index keys) in one batch (not flushed).
+    fn remove_entries<R: RangeBounds<[u8; 8]>>(&self, range: R) -> Result<(), StorageError<C::NodeId>> {
+        let keys: Vec<sled::IVec> = self
+            .log
+            .range(range)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| read_err(ErrorSubject::Logs, e))?;
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k);
+        }
+        self.log.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))
+    }
+
     fn last_entry_log_id(&self) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
         let Some((_, bytes)) = self.log.last().map_err(|e| read_err(ErrorSubject::Logs, e))? else {
             return Ok(None);
@@ -189,17 +204,7 @@ where
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        let keys: Vec<sled::IVec> = self
-            .log
-            .range(index_key(log_id.index)..)
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| read_err(ErrorSubject::Logs, e))?;
-        let mut batch = sled::Batch::default();
-        for k in keys {
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        self.remove_entries(index_key(log_id.index)..)?;
         self.log.flush_async().await.map_err(|e| write_err(ErrorSubject::Logs, e))?;
         Ok(())
     }
@@ -208,17 +213,6 @@ where
         // Record the purge point first: a crash after it but before the deletes leaves extra
         // entries below it, which `get_log_state` and openraft tolerate.
         self.write_meta(KEY_LAST_PURGED, &log_id, ErrorSubject::Logs).await?;
-        let keys: Vec<sled::IVec> = self
-            .log
-            .range(..=index_key(log_id.index))
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| read_err(ErrorSubject::Logs, e))?;
-        let mut batch = sled::Batch::default();
-        for k in keys {
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(|e| write_err(ErrorSubject::Logs, e))?;
-        Ok(())
+        self.remove_entries(..=index_key(log_id.index))
     }
 }

@@ -11,6 +11,7 @@ use camrec_node_core::fmp4::Sample;
 use camrec_node_core::params::StreamParams;
 use camrec_node_core::segment::{SegmentContent, SegmentMeta, SegmentStart, VideoCodec};
 use camrec_node_core::testutil::{self, BuiltSegment};
+use camrec_storage::buffer::fault;
 use camrec_storage::{BufferStats, ErrorKind, OpenReport, OpenSegmentFile, SealedId, SegmentBuffer};
 use rand::{Rng, SeedableRng};
 
@@ -74,8 +75,10 @@ fn write_seal_pending_verify_confirm() {
     assert_eq!(std::fs::read(buffer.path_of(b).unwrap()).unwrap(), b"second, longer segment bytes");
     assert!(names(&dir.path().join("open")).is_empty());
 
+    let a_path = buffer.path_of(a).unwrap();
+    assert!(a_path.exists());
     buffer.confirm_uploaded(a).unwrap();
-    assert!(!buffer.path_of(b).unwrap().with_file_name(format!("{:020}-lobby.mp4", a.0)).exists());
+    assert!(!a_path.exists());
     assert_eq!(buffer.confirm_uploaded(a).unwrap_err().kind, ErrorKind::NotFound);
     assert_eq!(buffer.path_of(a).unwrap_err().kind, ErrorKind::NotFound);
     assert_eq!(buffer.pending().unwrap().len(), 1);
@@ -333,6 +336,156 @@ fn seal_and_abort_leave_nothing_to_salvage() {
     assert_eq!(report, OpenReport::default());
 }
 
+/// Writes `data` as segment `seq` of `camera` and seals it with `meta`, "crashing" (the fault
+/// hook) right after the rename into `sealed/`, before the index record is inserted: a kill -9
+/// inside `seal` between the directory fsync and the sled flush.
+fn seal_crashing_after_rename(buffer: &SegmentBuffer, start: SegmentStart, data: &[u8], meta: SegmentMeta) {
+    let mut file = buffer.begin(start).unwrap();
+    for chunk in data.chunks(100) {
+        file.write(chunk).unwrap();
+    }
+    fault::crash_next_seal_after_rename();
+    let err = file.seal(meta).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
+}
+
+/// kill -9 inside `seal` after the rename into `sealed/` but before the index flush: the
+/// complete sealed file is re-indexed from its `open` record at the next `open` (pending
+/// exactly once, with the metadata `seal` was given), not quarantined; a complete file passes
+/// `verify` untouched, and one with bytes after its last complete fragment is cut to them.
+#[test]
+fn seal_crash_after_rename_is_reindexed() {
+    let media = fake_media_segment();
+    let c = cam("b-2");
+    let dir = tempfile::tempdir().unwrap();
+    let mut with_junk = media.bytes.clone();
+    with_junk.extend_from_slice(b"\0\0\0\x10moof torn");
+    let (kept, kept_meta, meta_2, meta_3);
+    {
+        let (buffer, _) = SegmentBuffer::open(dir.path()).unwrap();
+        kept_meta = expected_salvage(&start_for(&c, 1), &media, media.bytes.len()).unwrap();
+        let mut file = buffer.begin(start_for(&c, 1)).unwrap();
+        file.write(&media.bytes).unwrap();
+        kept = file.seal(kept_meta.clone()).unwrap();
+
+        meta_2 = expected_salvage(&start_for(&c, 2), &media, media.bytes.len()).unwrap();
+        seal_crashing_after_rename(&buffer, start_for(&c, 2), &media.bytes, meta_2.clone());
+        // The recorder checksummed what it emitted, junk included; recovery keeps the segment.
+        seal_crashing_after_rename(&buffer, start_for(&c, 3), &with_junk, meta_for(&c, 3, &with_junk));
+        meta_3 = expected_salvage(&start_for(&c, 3), &media, with_junk.len()).unwrap();
+
+        assert_eq!(buffer.pending().unwrap(), vec![(kept, kept_meta.clone())]);
+        assert!(names(&dir.path().join("open")).is_empty());
+        assert_eq!(names(&dir.path().join("sealed")).len(), 3);
+    }
+
+    let (buffer, report) = SegmentBuffer::open(dir.path()).unwrap();
+    assert_eq!(report, OpenReport { orphans_reindexed: 2, ..OpenReport::default() });
+    let pending = buffer.pending().unwrap();
+    assert_eq!(pending.len(), 3, "{pending:?}");
+    assert_eq!(pending[0], (kept, kept_meta));
+    assert!(pending[1].0 > kept && pending[2].0 > pending[1].0);
+    let mut reindexed: Vec<SegmentMeta> = pending[1..].iter().map(|(_, m)| m.clone()).collect();
+    reindexed.sort_by_key(|m| m.seq);
+    assert_eq!(reindexed, vec![meta_2.clone(), meta_3.clone()]);
+    for (id, meta) in &pending {
+        assert_eq!(&buffer.verify(*id).unwrap(), meta);
+        assert_eq!(std::fs::read(buffer.path_of(*id).unwrap()).unwrap(), media.bytes, "{meta:?}");
+    }
+    assert_eq!(
+        buffer.stats(),
+        BufferStats { pending_segments: 3, pending_bytes: 3 * media.bytes.len() as u64 }
+    );
+    assert!(names(buffer.quarantine_dir()).is_empty());
+    assert_eq!(names(&dir.path().join("sealed")).len(), 3);
+    drop(buffer);
+
+    // Idempotent: nothing is re-indexed twice (the open records are gone).
+    let (buffer, report) = SegmentBuffer::open(dir.path()).unwrap();
+    assert_eq!(report, OpenReport::default());
+    assert_eq!(buffer.pending().unwrap(), pending);
+    for (id, _) in &pending {
+        buffer.confirm_uploaded(*id).unwrap();
+    }
+    assert!(names(&dir.path().join("sealed")).is_empty());
+    drop(buffer);
+    let (_, report) = SegmentBuffer::open(dir.path()).unwrap();
+    assert_eq!(report, OpenReport::default());
+}
+
+/// The same crash point inside `open`'s salvage of a `.part` (which seals through the same
+/// steps): the first `open` dies after the rename, the next one re-indexes the truncated prefix.
+#[test]
+fn salvage_crash_after_rename_is_reindexed() {
+    let media = fake_media_segment();
+    let c = cam("c");
+    let dir = tempfile::tempdir().unwrap();
+    let cut = media.fragments[1].end_bytes + 3;
+    crash_mid_segment(dir.path(), start_for(&c, 5), &media.bytes[..cut]);
+    fault::crash_next_seal_after_rename();
+    assert_eq!(SegmentBuffer::open(dir.path()).unwrap_err().kind, ErrorKind::Fatal);
+    assert!(names(&dir.path().join("open")).is_empty());
+    assert_eq!(names(&dir.path().join("sealed")).len(), 1);
+
+    let (buffer, report) = SegmentBuffer::open(dir.path()).unwrap();
+    assert_eq!(report, OpenReport { orphans_reindexed: 1, ..OpenReport::default() });
+    let expected = expected_salvage(&start_for(&c, 5), &media, cut).unwrap();
+    let pending = buffer.pending().unwrap();
+    let [(id, meta)] = pending.as_slice() else { panic!("pending {pending:?}") };
+    assert_eq!(*meta, expected);
+    assert_eq!(buffer.verify(*id).unwrap(), expected);
+    let prefix = &media.bytes[..media.fragments[1].end_bytes];
+    assert_eq!(std::fs::read(buffer.path_of(*id).unwrap()).unwrap(), prefix);
+    assert!(names(buffer.quarantine_dir()).is_empty());
+    drop(buffer);
+    let (buffer, report) = SegmentBuffer::open(dir.path()).unwrap();
+    assert_eq!(report, OpenReport::default());
+    assert_eq!(buffer.pending().unwrap(), pending);
+}
+
+/// Sealed files without an index record that are not re-indexed: after a crash inside
+/// `confirm_uploaded` (record removed, file not yet deleted) there is no `open` record, so the
+/// file is quarantined and nothing is lost; a file whose seal crashed after the rename but
+/// that is not a segment (it cannot be described) is quarantined and counted as lost.
+#[test]
+fn orphans_without_open_record_or_unreadable_are_quarantined() {
+    let media = fake_media_segment();
+    let c = cam("c");
+    let dir = tempfile::tempdir().unwrap();
+    let (uploaded_name, uploaded_bytes);
+    {
+        let (buffer, _) = SegmentBuffer::open(dir.path()).unwrap();
+        let meta = expected_salvage(&start_for(&c, 1), &media, media.bytes.len()).unwrap();
+        let mut file = buffer.begin(start_for(&c, 1)).unwrap();
+        file.write(&media.bytes).unwrap();
+        let id = file.seal(meta).unwrap();
+        let path = buffer.path_of(id).unwrap();
+        uploaded_name = path.file_name().unwrap().to_string_lossy().into_owned();
+        uploaded_bytes = std::fs::read(&path).unwrap();
+        buffer.confirm_uploaded(id).unwrap();
+        // The crash came before the delete.
+        std::fs::write(&path, &uploaded_bytes).unwrap();
+
+        seal_crashing_after_rename(
+            &buffer,
+            start_for(&c, 2),
+            b"not a segment",
+            meta_for(&c, 2, b"not a segment"),
+        );
+    }
+    let (buffer, report) = SegmentBuffer::open(dir.path()).unwrap();
+    assert_eq!(report, OpenReport { orphans_quarantined: 2, lost_segments: 1, ..OpenReport::default() });
+    assert!(buffer.pending().unwrap().is_empty());
+    assert!(names(&dir.path().join("sealed")).is_empty());
+    let quarantined = names(buffer.quarantine_dir());
+    assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+    assert!(quarantined.contains(&uploaded_name));
+    assert_eq!(std::fs::read(buffer.quarantine_dir().join(&uploaded_name)).unwrap(), uploaded_bytes);
+    drop(buffer);
+    let (_, report) = SegmentBuffer::open(dir.path()).unwrap();
+    assert_eq!(report, OpenReport::default());
+}
+
 /// A small segment from the real writer with fake (length-prefixed) H.264 samples and no audio,
 /// matching [`start_for`]: 12 frames in fragments of 3.
 fn fake_media_segment() -> BuiltSegment {
@@ -361,15 +514,21 @@ fn expected_salvage(start: &SegmentStart, segment: &BuiltSegment, written: usize
 
 /// Random begin/write/seal/abort/confirm/reopen steps against a model: the sealed-and-not-
 /// confirmed segments in seal order, and the set of files being written. Some files receive a
-/// real segment (in random chunks), so a reboot salvages their complete fragments.
+/// real segment (in random chunks), so a reboot salvages their complete fragments. Some seals
+/// crash after their rename (then the process reboots): the reboot re-indexes those holding a
+/// complete fragment and quarantines (and counts as lost) the rest.
 #[test]
 fn model_based_random_operations() {
-    let salvaged: u64 = (0..8u64).map(|seed| run_model(seed, 300)).sum();
+    let (salvaged, reindexed) =
+        (0..8u64).map(|seed| run_model(seed, 300)).fold((0, 0), |(s, r), (s1, r1)| (s + s1, r + r1));
     assert!(salvaged >= 10, "the model salvaged only {salvaged} parts");
+    assert!(reindexed >= 3, "the model re-indexed only {reindexed} sealed files");
+    eprintln!("salvaged {salvaged}, reindexed {reindexed}");
 }
 
-/// Returns how many partial segments reboots salvaged.
-fn run_model(seed: u64, steps: usize) -> u64 {
+/// Returns how many partial segments reboots salvaged, and how many sealed files they
+/// re-indexed.
+fn run_model(seed: u64, steps: usize) -> (u64, u64) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let cameras = [cam("a"), cam("b-2"), cam("c.3")];
@@ -381,8 +540,13 @@ fn run_model(seed: u64, steps: usize) -> u64 {
     let mut seq = 0u64;
     let mut quarantined_expected = 0usize;
     let mut salvaged_total = 0u64;
+    let mut reindexed_total = 0u64;
     for step in 0..steps {
         let ctx = format!("seed {seed} step {step}");
+        let mut reboot = false;
+        // A seal that crashed after its rename: what re-indexing must produce (`None`: the
+        // file is not a segment, so it is quarantined).
+        let mut crashed_seal: Option<Option<SegmentMeta>> = None;
         match rng.gen_range(0..100) {
             0..=19 if open.len() < 4 => {
                 seq += 1;
@@ -404,9 +568,16 @@ fn run_model(seed: u64, steps: usize) -> u64 {
                 open[i].1.extend_from_slice(&chunk);
             }
             45..=64 if !open.is_empty() => {
-                let (file, data, _) = open.remove(rng.gen_range(0..open.len()));
+                let (file, data, is_media) = open.remove(rng.gen_range(0..open.len()));
                 let meta = meta_for(&file.camera().clone(), file.seq(), &data);
-                if rng.gen_bool(0.1) {
+                if rng.gen_bool(0.2) {
+                    let expected =
+                        if is_media { expected_salvage(file.start(), &media, data.len()) } else { None };
+                    fault::crash_next_seal_after_rename();
+                    assert_eq!(file.seal(meta).unwrap_err().kind, ErrorKind::Fatal, "{ctx}");
+                    crashed_seal = Some(expected);
+                    reboot = true;
+                } else if rng.gen_bool(0.1) {
                     let mut bad = meta.clone();
                     bad.crc32c ^= 1;
                     assert_eq!(file.seal(bad).unwrap_err().kind, ErrorKind::DataLoss, "{ctx}");
@@ -430,40 +601,52 @@ fn run_model(seed: u64, steps: usize) -> u64 {
                 buffer.confirm_uploaded(id).unwrap();
                 model.remove(&id);
             }
-            90..=94 => {
-                // Reboot: open files die with the process; those holding a complete fragment
-                // come back sealed, the rest are quarantined.
-                let crashed = open.len();
-                let mut salvaged: Vec<SegmentMeta> = std::mem::take(&mut open)
-                    .into_iter()
-                    .filter(|(_, _, is_media)| *is_media)
-                    .filter_map(|(file, data, _)| expected_salvage(file.start(), &media, data.len()))
-                    .collect();
-                salvaged.sort_by_key(|m| m.seq);
-                drop(buffer);
-                let (reopened, report) = SegmentBuffer::open(dir.path()).unwrap();
-                buffer = reopened;
-                assert_eq!(report.parts_salvaged, salvaged.len() as u64, "{ctx}");
-                assert_eq!(
-                    report.salvaged_ms,
-                    salvaged.iter().map(|m| u64::from(m.duration_ms)).sum::<u64>(),
-                    "{ctx}"
-                );
-                assert_eq!(report.parts_quarantined, (crashed - salvaged.len()) as u64, "{ctx}");
-                assert_eq!((report.orphans_quarantined, report.lost_segments), (0, 0), "{ctx}");
-                quarantined_expected += crashed - salvaged.len();
-                salvaged_total += report.parts_salvaged;
-                let mut new: Vec<(SealedId, SegmentMeta)> =
-                    buffer.pending().unwrap().into_iter().filter(|(id, _)| !model.contains_key(id)).collect();
-                assert!(
-                    new.iter().all(|(id, _)| model.keys().next_back().is_none_or(|last| last < id)),
-                    "{ctx}"
-                );
-                new.sort_by_key(|(_, m)| m.seq);
-                assert_eq!(new.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(), salvaged, "{ctx}");
-                model.extend(new);
-            }
+            90..=94 => reboot = true,
             _ => {}
+        }
+        if reboot {
+            // Reboot: open files die with the process; those holding a complete fragment
+            // come back sealed, the rest are quarantined.
+            let crashed = open.len();
+            let mut salvaged: Vec<SegmentMeta> = std::mem::take(&mut open)
+                .into_iter()
+                .filter(|(_, _, is_media)| *is_media)
+                .filter_map(|(file, data, _)| expected_salvage(file.start(), &media, data.len()))
+                .collect();
+            salvaged.sort_by_key(|m| m.seq);
+            drop(buffer);
+            let (reopened, report) = SegmentBuffer::open(dir.path()).unwrap();
+            buffer = reopened;
+            assert_eq!(report.parts_salvaged, salvaged.len() as u64, "{ctx}");
+            assert_eq!(
+                report.salvaged_ms,
+                salvaged.iter().map(|m| u64::from(m.duration_ms)).sum::<u64>(),
+                "{ctx}"
+            );
+            assert_eq!(report.parts_quarantined, (crashed - salvaged.len()) as u64, "{ctx}");
+            let (reindexed, lost) = match crashed_seal {
+                Some(Some(meta)) => {
+                    salvaged.push(meta);
+                    salvaged.sort_by_key(|m| m.seq);
+                    (1, 0)
+                }
+                Some(None) => (0, 1),
+                None => (0, 0),
+            };
+            assert_eq!(
+                (report.orphans_reindexed, report.orphans_quarantined, report.lost_segments),
+                (reindexed, lost, lost),
+                "{ctx}: {report:?}"
+            );
+            quarantined_expected += crashed - (salvaged.len() - reindexed as usize) + lost as usize;
+            salvaged_total += report.parts_salvaged;
+            reindexed_total += reindexed;
+            let mut new: Vec<(SealedId, SegmentMeta)> =
+                buffer.pending().unwrap().into_iter().filter(|(id, _)| !model.contains_key(id)).collect();
+            assert!(new.iter().all(|(id, _)| model.keys().next_back().is_none_or(|last| last < id)), "{ctx}");
+            new.sort_by_key(|(_, m)| m.seq);
+            assert_eq!(new.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(), salvaged, "{ctx}");
+            model.extend(new);
         }
         let pending = buffer.pending().unwrap();
         let expected: Vec<(SealedId, SegmentMeta)> = model.iter().map(|(k, v)| (*k, v.clone())).collect();
@@ -483,5 +666,5 @@ fn run_model(seed: u64, steps: usize) -> u64 {
     for id in model.keys() {
         assert_eq!(&buffer.verify(*id).unwrap(), model.get(id).unwrap());
     }
-    salvaged_total
+    (salvaged_total, reindexed_total)
 }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use camrec_cluster_core::ids::{CameraId, Epoch};
 use camrec_cluster_core::state::CameraSpec;
@@ -18,6 +17,7 @@ use tokio::task::JoinHandle;
 use crate::ingest::{self, EventSink, IngestEvent, Target};
 use crate::node_ctx::NodeCtx;
 use crate::status::Counters;
+use crate::timer::CoreTimer;
 use crate::uploader::UploaderMsg;
 
 pub enum CameraMsg {
@@ -48,9 +48,7 @@ pub struct CameraActorState {
     sessions_started: u64,
     /// Open segment files by recorder sequence number (two at once during an audio tail).
     open: BTreeMap<u64, OpenSegmentFile>,
-    /// Deadline (mono ms) the pending Tick was scheduled for.
-    tick_at: Option<u64>,
-    tick_task: Option<JoinHandle<()>>,
+    timer: CoreTimer,
     permits: Arc<Semaphore>,
     epoch: Epoch,
     /// Still to report the first sealed segment of a handover.
@@ -98,8 +96,7 @@ impl Actor for CameraActor {
             session: None,
             sessions_started: 0,
             open: BTreeMap::new(),
-            tick_at: None,
-            tick_task: None,
+            timer: CoreTimer::default(),
             epoch,
             handover_pending: handover,
         };
@@ -130,7 +127,7 @@ impl Actor for CameraActor {
                 st.recorder.handle(now, input);
             }
             CameraMsg::Tick => {
-                st.tick_at = None;
+                st.timer.fired();
                 st.recorder.handle(now, Input::Tick);
             }
         }
@@ -149,9 +146,7 @@ impl Actor for CameraActor {
         if let Some((_, task)) = st.session.take() {
             task.abort();
         }
-        if let Some(t) = st.tick_task.take() {
-            t.abort();
-        }
+        st.timer.cancel();
         // Anything still open could not be sealed (no frames yet): drop the partial file.
         for (_, file) in std::mem::take(&mut st.open) {
             if let Err(e) = file.abort() {
@@ -271,20 +266,7 @@ impl CameraActorState {
     }
 
     fn arm_timer(&mut self, myself: &ActorRef<CameraMsg>) {
-        let Some(deadline) = self.recorder.poll_timeout() else { return };
-        if self.tick_at.is_some_and(|at| at <= deadline) {
-            return; // an earlier (or the same) tick is already pending
-        }
-        if let Some(t) = self.tick_task.take() {
-            t.abort();
-        }
         let now_ms = self.ctx.clock.now().mono_ms;
-        let delay = Duration::from_millis(deadline.saturating_sub(now_ms));
-        let actor = myself.clone();
-        self.tick_at = Some(deadline);
-        self.tick_task = Some(tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = actor.cast(CameraMsg::Tick);
-        }));
+        self.timer.arm(self.recorder.poll_timeout(), now_ms, myself, || CameraMsg::Tick);
     }
 }
