@@ -523,7 +523,6 @@ fn model_based_random_operations() {
         (0..8u64).map(|seed| run_model(seed, 300)).fold((0, 0), |(s, r), (s1, r1)| (s + s1, r + r1));
     assert!(salvaged >= 10, "the model salvaged only {salvaged} parts");
     assert!(reindexed >= 3, "the model re-indexed only {reindexed} sealed files");
-    eprintln!("salvaged {salvaged}, reindexed {reindexed}");
 }
 
 /// Returns how many partial segments reboots salvaged, and how many sealed files they
