@@ -36,6 +36,7 @@ pub struct ApiState {
     pub cluster: Arc<ClusterNode>,
     pub control: Control,
     pub metrics: Option<PrometheusHandle>,
+    /// The buffer's disk quota (`storage.buffer_quota_bytes`; `None` = unlimited).
     pub buffer_quota_bytes: Option<u64>,
     /// Heartbeats received (when leader) for the failure detector.
     pub heartbeats: tokio::sync::mpsc::Sender<NodeId>,
@@ -692,8 +693,14 @@ async fn internal_summary(state: web::Data<ApiState>) -> HttpResponse {
         "bytes_recorded": Counters::get(&c.bytes_recorded),
         "upload_failures": Counters::get(&c.upload_failures),
         "buffer_errors": Counters::get(&c.buffer_errors),
+        "upload_retries": Counters::get(&c.upload_retries),
+        "segments_dropped": Counters::get(&c.segments_dropped),
+        "bytes_dropped": Counters::get(&c.bytes_dropped),
         "pending_segments": buffer.pending_segments,
         "pending_bytes": buffer.pending_bytes,
+        "open_bytes": state.ctx.buffer.open_bytes(),
+        "buffer_quota_bytes": state.buffer_quota_bytes,
+        "buffer_over_high_watermark": over_high_watermark(&state),
     }))
 }
 
@@ -706,17 +713,25 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// The buffer governor's verdict: over the high watermark and not yet drained below the low one.
+fn over_high_watermark(state: &ApiState) -> bool {
+    state.ctx.status.buffer_over_high_watermark.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     let m = state.cluster.raft.metrics().borrow().clone();
     let joined =
         m.current_leader.is_some() && state.cluster.sm.lock().state.nodes().contains_key(&state.ctx.node_id);
     let buffer = state.ctx.buffer.stats();
-    let under_quota = state.buffer_quota_bytes.is_none_or(|q| buffer.pending_bytes < q);
+    let over = over_high_watermark(&state);
+    let ready = joined && !over;
     let body = serde_json::json!({
-        "ready": joined && under_quota, "joined": joined, "leader": m.current_leader,
+        "ready": ready, "joined": joined, "leader": m.current_leader,
         "buffer_pending_bytes": buffer.pending_bytes, "buffer_pending_segments": buffer.pending_segments,
+        "buffer_open_bytes": state.ctx.buffer.open_bytes(), "buffer_quota_bytes": state.buffer_quota_bytes,
+        "buffer_over_high_watermark": over,
     });
-    if joined && under_quota {
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
@@ -734,17 +749,25 @@ async fn metrics_view(state: web::Data<ApiState>) -> HttpResponse {
             CameraState::Recording => "recording",
             CameraState::Backoff { .. } => "backoff",
             CameraState::AuthFailed { .. } => "auth_failed",
+            CameraState::Paused { .. } => "paused",
             CameraState::Disabled => "disabled",
         };
         *by_state.entry(name).or_default() += 1;
     }
-    for name in ["connecting", "recording", "backoff", "auth_failed", "disabled"] {
+    for name in ["connecting", "recording", "backoff", "auth_failed", "paused", "disabled"] {
         metrics::gauge!("camrec_cameras", "state" => name)
             .set(by_state.get(name).copied().unwrap_or(0) as f64);
     }
     let buffer = state.ctx.buffer.stats();
     metrics::gauge!("camrec_buffer_pending_bytes").set(buffer.pending_bytes as f64);
     metrics::gauge!("camrec_buffer_pending_segments").set(buffer.pending_segments as f64);
+    metrics::gauge!("camrec_buffer_open_bytes").set(state.ctx.buffer.open_bytes() as f64);
+    metrics::gauge!("camrec_buffer_quota_bytes").set(state.buffer_quota_bytes.unwrap_or(0) as f64);
+    metrics::gauge!("camrec_buffer_over_high_watermark").set(if over_high_watermark(&state) {
+        1.0
+    } else {
+        0.0
+    });
     let m = state.cluster.raft.metrics().borrow().clone();
     metrics::gauge!("camrec_raft_term").set(m.current_term as f64);
     metrics::gauge!("camrec_raft_applied_index").set(m.last_applied.map_or(0, |l| l.index) as f64);

@@ -79,7 +79,31 @@ pub struct StorageSection {
     pub upload_concurrency_max: usize,
     pub upload_retry_base_ms: u64,
     pub upload_retry_cap_ms: u64,
+    /// Disk quota of the local buffer (sealed segments waiting for upload plus segments being
+    /// written), bytes. 0 (the default) = unlimited: during a long object-store outage the
+    /// buffer grows until the disk is full, and then seals fail (counted as buffer errors).
+    /// Set it below the free space of the data disk.
+    pub buffer_quota_bytes: u64,
+    /// Above this share of the quota the node is not ready (`/readyz` 503) and the
+    /// `buffer_full_policy` acts.
+    pub buffer_high_watermark_percent: u8,
+    /// The policy acts until usage is back at or below this share of the quota; the node is
+    /// ready again once uploads drain the buffer below it.
+    pub buffer_low_watermark_percent: u8,
+    pub buffer_full_policy: BufferFullPolicy,
     pub s3: S3Section,
+}
+
+/// What the node does when its buffer exceeds the high watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BufferFullPolicy {
+    /// Drop the oldest pending segments down to the low watermark (each drop logged at WARN,
+    /// counted in `/metrics`, `/v1/internal/summary` and the camera's status).
+    DropOldest,
+    /// Keep what is buffered; open no new segments until uploads drain it below the low
+    /// watermark (cameras show `paused`).
+    StopRecording,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -181,7 +205,25 @@ impl Default for StorageSection {
             upload_concurrency_max: 8,
             upload_retry_base_ms: 500,
             upload_retry_cap_ms: 30_000,
+            buffer_quota_bytes: 0,
+            buffer_high_watermark_percent: 90,
+            buffer_low_watermark_percent: 80,
+            buffer_full_policy: BufferFullPolicy::DropOldest,
             s3: S3Section { region: "us-east-1".into(), ..S3Section::default() },
+        }
+    }
+}
+
+impl StorageSection {
+    pub fn quota_config(&self) -> camrec_node_core::quota::QuotaConfig {
+        camrec_node_core::quota::QuotaConfig {
+            quota_bytes: self.buffer_quota_bytes,
+            high_watermark_percent: self.buffer_high_watermark_percent,
+            low_watermark_percent: self.buffer_low_watermark_percent,
+            policy: match self.buffer_full_policy {
+                BufferFullPolicy::DropOldest => camrec_node_core::quota::FullPolicy::DropOldest,
+                BufferFullPolicy::StopRecording => camrec_node_core::quota::FullPolicy::StopRecording,
+            },
         }
     }
 }
@@ -248,6 +290,12 @@ impl NodeConfig {
             self.storage.upload_concurrency_max > 0,
             "storage.upload_concurrency_max must be > 0"
         );
+        anyhow::ensure!(
+            self.storage.buffer_low_watermark_percent < self.storage.buffer_high_watermark_percent
+                && self.storage.buffer_high_watermark_percent <= 100,
+            "storage.buffer_low_watermark_percent must be below storage.buffer_high_watermark_percent, \
+             which must be at most 100"
+        );
         anyhow::ensure!(matches!(self.cluster.voters, 1 | 3 | 5), "cluster.voters must be 1, 3 or 5");
         anyhow::ensure!(
             self.cluster.dead_after_ms >= 2 * self.cluster.heartbeat_interval_ms,
@@ -297,6 +345,31 @@ mod tests {
         std::fs::write(&path, "").unwrap();
         let err = format!("{:#}", NodeConfig::load(Some(&path)).unwrap_err());
         assert!(err.contains("cluster.bootstrap") && err.contains("cluster.seeds"), "{err}");
+    }
+
+    #[test]
+    fn buffer_limits_parse_and_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quota.toml");
+        let base = "[cluster]\nbootstrap = true\n[storage]\nbuffer_quota_bytes = 3000000\n";
+        std::fs::write(&path, format!("{base}buffer_full_policy = \"stop-recording\"\n")).unwrap();
+        let cfg = NodeConfig::load(Some(&path)).unwrap();
+        let quota = cfg.storage.quota_config();
+        assert_eq!(quota.policy, camrec_node_core::quota::FullPolicy::StopRecording);
+        assert_eq!(
+            (quota.high_watermark_bytes(), quota.low_watermark_bytes()),
+            (Some(2_700_000), Some(2_400_000))
+        );
+        for (bad, needle) in [
+            ("buffer_high_watermark_percent = 80\n", "buffer_low_watermark_percent"),
+            ("buffer_high_watermark_percent = 101\n", "at most 100"),
+            ("buffer_full_policy = \"drop-newest\"\n", "drop-newest"),
+        ] {
+            std::fs::write(&path, format!("{base}{bad}")).unwrap();
+            let err = format!("{:#}", NodeConfig::load(Some(&path)).unwrap_err());
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+        assert_eq!(NodeConfig::default().storage.quota_config().high_watermark_bytes(), None, "unlimited");
     }
 
     #[test]

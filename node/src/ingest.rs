@@ -19,9 +19,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug)]
 pub enum IngestEvent {
     Connected(StreamParams),
-    Frame(Frame),
+    /// Frames in arrival order. A video frame closes a batch (the audio frames received since
+    /// the previous one ride along), so a camera costs one actor message per video frame, not
+    /// one per frame; audio waits at most one video frame interval.
+    Frames(Vec<Frame>),
     Failed(IngestFailure),
 }
+
+/// Most frames one event carries (audio-only streaming, or a camera whose video stalls).
+const FRAMES_PER_EVENT_MAX: usize = 16;
 
 /// How to reach a camera.
 #[derive(Debug, Clone)]
@@ -195,6 +201,7 @@ async fn session(target: &Target, group: Arc<SessionGroup>, sink: &EventSink) ->
             sink.send(IngestEvent::Connected(StreamParams { video: v.clone(), audio: audio.clone() })).await;
     }
 
+    let mut batch: Vec<Frame> = Vec::with_capacity(8);
     while let Some(item) = demuxed.next().await {
         let item = item.map_err(|e| from_retina(&e))?;
         let event = match item {
@@ -229,26 +236,30 @@ async fn session(target: &Target, group: Arc<SessionGroup>, sink: &EventSink) ->
                 }
                 let is_key = f.is_random_access_point();
                 let pts = f.timestamp().elapsed();
-                IngestEvent::Frame(Frame {
+                Frame {
                     stream: StreamKind::Video,
                     pts,
                     is_key,
                     data: Bytes::from(f.into_data()),
                     new_params: if announced { new_params } else { None },
-                })
+                }
             }
             CodecItem::AudioFrame(f) if Some(f.stream_id()) == audio_i && announced && audio.is_some() => {
-                IngestEvent::Frame(Frame {
+                Frame {
                     stream: StreamKind::Audio,
                     pts: f.timestamp().elapsed(),
                     is_key: true,
                     data: Bytes::copy_from_slice(f.data()),
                     new_params: None,
-                })
+                }
             }
             _ => continue,
         };
-        if !sink.send(event).await {
+        let closes_batch = event.stream == StreamKind::Video;
+        batch.push(event);
+        if (closes_batch || batch.len() >= FRAMES_PER_EVENT_MAX)
+            && !sink.send(IngestEvent::Frames(std::mem::take(&mut batch))).await
+        {
             return Ok(());
         }
     }

@@ -32,6 +32,9 @@ pub struct NodeCtx {
     /// Per-process entropy mixed into every recorder's seed (jitter must differ between nodes,
     /// or reconnect storms synchronise).
     pub seed_base: u64,
+    /// Why the buffer is full under the stop-recording policy (`None`: recording may open
+    /// segments). Set by the uploader's buffer governor; every camera actor watches it.
+    pub storage_full: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl NodeCtx {

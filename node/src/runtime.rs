@@ -172,6 +172,7 @@ impl RunningNode {
             uploader: OnceLock::new(),
             handovers: handovers_tx,
             seed_base: os_seed(),
+            storage_full: tokio::sync::watch::Sender::new(None),
         });
 
         let (uploader, uploader_join) = Actor::spawn(
@@ -184,6 +185,7 @@ impl RunningNode {
                     retry_base_ms: cfg.storage.upload_retry_base_ms,
                     retry_cap_ms: cfg.storage.upload_retry_cap_ms,
                 },
+                quota: cfg.storage.quota_config(),
                 seed: os_seed(),
             },
         )
@@ -198,7 +200,8 @@ impl RunningNode {
             cluster: cluster.clone(),
             control: control.clone(),
             metrics: metrics_handle(),
-            buffer_quota_bytes: None,
+            buffer_quota_bytes: (cfg.storage.buffer_quota_bytes > 0)
+                .then_some(cfg.storage.buffer_quota_bytes),
             heartbeats: heartbeats_tx,
         });
         let server = actix_web::HttpServer::new(move || {

@@ -2,7 +2,7 @@
 //! the dev progress line. Node-wide counters live here too.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use camrec_cluster_core::ids::{CameraId, Epoch};
@@ -18,7 +18,11 @@ pub struct CameraStatus {
     pub segments_sealed: u64,
     /// Wall-clock end of the newest sealed segment, Unix ms.
     pub last_segment_end_ms: Option<i64>,
-    /// A problem the operator should know about even while recording (e.g. audio skipped).
+    /// Segments of this camera dropped from the local buffer (quota, drop-oldest policy) since
+    /// this node started recording it.
+    pub segments_dropped: u64,
+    /// A problem the operator should know about even while recording (e.g. audio skipped,
+    /// segments dropped for the buffer quota).
     pub note: Option<String>,
 }
 
@@ -33,6 +37,11 @@ pub struct Counters {
     pub buffer_errors: AtomicU64,
     /// Seals started but not yet in the index (fsync + rename + index flush in progress).
     pub seals_in_flight: AtomicU64,
+    /// Retryable upload failures (each retried with backoff).
+    pub upload_retries: AtomicU64,
+    /// Pending segments dropped to keep the buffer within its quota, and their bytes.
+    pub segments_dropped: AtomicU64,
+    pub bytes_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -49,6 +58,9 @@ impl Counters {
 pub struct StatusBoard {
     cameras: Arc<Mutex<BTreeMap<CameraId, CameraStatus>>>,
     pub counters: Arc<Counters>,
+    /// The buffer is over its high watermark and not yet drained below the low one (the
+    /// buffer governor's readiness, inverted).
+    pub buffer_over_high_watermark: Arc<AtomicBool>,
 }
 
 impl StatusBoard {
@@ -59,9 +71,18 @@ impl StatusBoard {
             epoch: 0,
             segments_sealed: 0,
             last_segment_end_ms: None,
+            segments_dropped: 0,
             note: None,
         });
         f(entry);
+    }
+
+    /// Like [`update`](Self::update), for a camera this node records now only (a dropped
+    /// leftover of a camera that moved away must not bring its status back).
+    pub fn update_if_present(&self, id: &CameraId, f: impl FnOnce(&mut CameraStatus)) {
+        if let Some(entry) = self.cameras.lock().expect("status lock").get_mut(id) {
+            f(entry);
+        }
     }
 
     pub fn remove(&self, id: &CameraId) {

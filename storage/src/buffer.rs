@@ -95,6 +95,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use camrec_cluster_core::codec;
@@ -179,6 +180,8 @@ struct Inner {
     /// Part file name -> [`SegmentStart`] of each segment being written.
     open_records: sled::Tree,
     stats: Mutex<BufferStats>,
+    /// Bytes written to segments not yet sealed or aborted (they count against the quota).
+    open_bytes: AtomicU64,
 }
 
 /// The local segment buffer. Cheap to clone; clones share one index.
@@ -254,6 +257,7 @@ impl SegmentBuffer {
                 segments,
                 open_records,
                 stats: Mutex::new(BufferStats::default()),
+                open_bytes: AtomicU64::new(0),
             }),
         };
         let report = buffer.recover()?;
@@ -623,9 +627,41 @@ impl SegmentBuffer {
         Ok(())
     }
 
+    /// Deletes a pending segment that will never be uploaded (the quota's drop-oldest policy):
+    /// removes the index record and flushes sled, then deletes the file, in the same order as
+    /// [`confirm_uploaded`](Self::confirm_uploaded) (a crash in between leaves an orphan that
+    /// `open` quarantines). Returns the dropped segment's metadata for the caller to log and
+    /// count: a drop is never silent. `NotFound` if `id` is not pending (e.g. its upload was
+    /// confirmed first): then nothing was dropped.
+    pub fn drop_pending(&self, id: SealedId) -> Result<SegmentMeta, StoreError> {
+        let value = self
+            .inner
+            .segments
+            .remove(record_key(id))
+            .map_err(|e| StoreError::sled("remove segment record", &e))?
+            .ok_or_else(|| StoreError::not_found(format!("no sealed segment {id:?}")))?;
+        let (_, record) = decode_entry(&record_key(id), &value)?;
+        self.flush()?;
+        {
+            let mut stats = self.inner.stats.lock().expect("stats mutex poisoned");
+            stats.pending_segments -= 1;
+            stats.pending_bytes -= record.meta.bytes;
+        }
+        let path = self.inner.sealed_dir.join(&record.file_name);
+        if let Err(e) = fs::remove_file(&path) {
+            tracing::warn!(?id, path = %path.display(), error = %e, "cannot delete dropped segment file");
+        }
+        Ok(record.meta)
+    }
+
     /// Pending segments and bytes.
     pub fn stats(&self) -> BufferStats {
         *self.inner.stats.lock().expect("stats mutex poisoned")
+    }
+
+    /// Bytes written so far to segments being written (not yet sealed or aborted).
+    pub fn open_bytes(&self) -> u64 {
+        self.inner.open_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -640,6 +676,7 @@ impl OpenSegmentFile {
         }
         self.file.write_all(data).map_err(|e| io_err("write", &self.part_path, &e))?;
         self.bytes += data.len() as u64;
+        self.buffer.inner.open_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         self.crc32c = crc32c::crc32c_append(self.crc32c, data);
         Ok(())
     }
@@ -675,6 +712,9 @@ impl OpenSegmentFile {
     pub fn seal(self, meta: SegmentMeta) -> Result<SealedId, StoreError> {
         assert_eq!(meta.start(), self.start, "sealing a segment with another segment's metadata");
         let buffer = self.buffer;
+        // The bytes stop counting as open once sealed (counted as pending first) or set aside.
+        let open_bytes = self.bytes;
+        let _uncount = UncountOpen { buffer: &buffer, bytes: open_bytes };
         if meta.bytes != self.bytes || meta.crc32c != self.crc32c {
             drop(self.file);
             buffer.quarantine(&self.part_path, &self.part_name)?;
@@ -699,6 +739,7 @@ impl OpenSegmentFile {
 
     /// Abandons the segment and deletes its file.
     pub fn abort(self) -> Result<(), StoreError> {
+        let _uncount = UncountOpen { buffer: &self.buffer, bytes: self.bytes };
         drop(self.file);
         match fs::remove_file(&self.part_path) {
             Ok(()) => {}
@@ -712,6 +753,19 @@ impl OpenSegmentFile {
             .remove(self.part_name.as_bytes())
             .map_err(|e| StoreError::sled("remove open record", &e))?;
         Ok(())
+    }
+}
+
+/// Subtracts a segment's bytes from [`SegmentBuffer::open_bytes`] when dropped (after the seal
+/// counted them as pending, on every path out of `seal` and `abort`).
+struct UncountOpen<'a> {
+    buffer: &'a SegmentBuffer,
+    bytes: u64,
+}
+
+impl Drop for UncountOpen<'_> {
+    fn drop(&mut self) {
+        self.buffer.inner.open_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 

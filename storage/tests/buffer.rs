@@ -91,6 +91,33 @@ fn write_seal_pending_verify_confirm() {
 }
 
 #[test]
+fn drop_pending_removes_record_then_file_and_open_bytes_track_unsealed_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (buffer, _) = SegmentBuffer::open(dir.path()).unwrap();
+    let c = cam("lobby");
+    let a = write_segment(&buffer, &c, 1, b"first segment bytes");
+    let b = write_segment(&buffer, &c, 2, b"second, longer segment bytes");
+    assert_eq!(buffer.open_bytes(), 0, "sealed bytes are pending, not open");
+    let mut open = buffer.begin(start_for(&c, 3)).unwrap();
+    open.write(b"partial").unwrap();
+    assert_eq!(buffer.open_bytes(), 7);
+
+    let a_path = buffer.path_of(a).unwrap();
+    assert_eq!(buffer.drop_pending(a).unwrap(), meta_for(&c, 1, b"first segment bytes"));
+    assert!(!a_path.exists());
+    assert_eq!(buffer.drop_pending(a).unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(buffer.stats(), BufferStats { pending_segments: 1, pending_bytes: 28 });
+    assert_eq!(buffer.pending().unwrap().iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![b]);
+    open.abort().unwrap();
+    assert_eq!(buffer.open_bytes(), 0);
+    drop(buffer);
+    // Durable: a reopened buffer does not bring the dropped segment back.
+    let (buffer, report) = SegmentBuffer::open(dir.path()).unwrap();
+    assert_eq!(report, OpenReport::default());
+    assert_eq!(buffer.stats(), BufferStats { pending_segments: 1, pending_bytes: 28 });
+}
+
+#[test]
 fn abort_removes_the_partial_file() {
     let dir = tempfile::tempdir().unwrap();
     let (buffer, _) = SegmentBuffer::open(dir.path()).unwrap();

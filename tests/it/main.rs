@@ -6,5 +6,6 @@
 
 mod cluster;
 mod failures;
+mod quota;
 mod recording;
 mod s3;

@@ -6,11 +6,13 @@
 //! - [`fmp4`]: the fragmented-MP4 writer the recorder uses.
 //! - [`backoff`]: exponential backoff with full jitter.
 //! - [`upload`]: which sealed segments to upload next, with retries.
+//! - [`quota`]: the buffer's disk quota: which pending segments to drop, when to pause.
 
 pub mod backoff;
 pub mod clock;
 pub mod fmp4;
 pub mod params;
+pub mod quota;
 pub mod recorder;
 pub mod segment;
 pub mod state;

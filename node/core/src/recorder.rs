@@ -35,6 +35,11 @@
 //! - **Audio.** Audio goes to the open segment, timed from the segment's first video frame. At a
 //!   cut the old segment stays open for audio until an audio frame at or after the cut arrives or
 //!   500 ms pass, so no audio is lost at the boundary; audio before a segment's start is dropped.
+//! - **Storage full.** `StorageFull(Some(reason))` (the node's buffer is over its high
+//!   watermark under the stop-recording policy) pauses segmenting: the open segment runs to its
+//!   normal cut and is sealed, no new segment opens, frames are dropped (counted) and the state is
+//!   `Paused`; the session stays up so that `StorageFull(None)` resumes at the next key frame
+//!   without a reconnect.
 //! - **Connection.** Failures seal the open segment and back off with full jitter (`Auth` and
 //!   `Unsupported` with the slower `auth_backoff_base_ms`); no frame for `stall_timeout_ms` while
 //!   connected is a stall: `Disconnect`, seal, then back off like a `Timeout`.
@@ -158,6 +163,9 @@ pub enum Input {
     },
     /// `poll_timeout()` passed.
     Tick,
+    /// The node's buffer is full (`Some(reason)`, shown as the `Paused` state's `last_error`):
+    /// open no new segment until `None`.
+    StorageFull(Option<String>),
 }
 
 /// What the camera actor must do.
@@ -207,6 +215,8 @@ pub struct RecorderStats {
     pub frames_dropped_audio_unsupported: u64,
     /// Frames delivered while no session was connected.
     pub frames_dropped_not_connected: u64,
+    /// Video frames dropped because storage was full (no segment could be opened).
+    pub frames_dropped_storage_full: u64,
     /// Confirmed pts steps absorbed into a continuous media timeline.
     pub timeline_steps: u64,
     pub clock_reanchors: u64,
@@ -458,6 +468,8 @@ pub struct Recorder {
     closing: Option<Closing>,
     seq_next: u64,
     last_start_wall_ms: Option<i64>,
+    /// Why storage is full (`Input::StorageFull`); no segment opens while set.
+    storage_full: Option<String>,
 }
 
 impl Recorder {
@@ -509,6 +521,7 @@ impl Recorder {
             closing: None,
             seq_next: 1,
             last_start_wall_ms: None,
+            storage_full: None,
         };
         recorder.outputs.push_back(Output::Connect);
         recorder.outputs.push_back(Output::StateChanged(CameraState::Connecting));
@@ -550,6 +563,7 @@ impl Recorder {
             Input::Frame(frame) => self.handle_frame(now, frame),
             Input::Disconnected { failure } => self.handle_failure(now, failure),
             Input::Tick => {}
+            Input::StorageFull(reason) => self.handle_storage_full(reason),
         }
         self.handle_deadlines(now);
         self.check_invariants();
@@ -605,7 +619,7 @@ impl Recorder {
             self.got_frame = true;
             self.backoff.reset();
             self.auth_backoff.reset();
-            self.set_state(CameraState::Recording);
+            self.set_state(self.streaming_state());
         }
         match frame.stream {
             StreamKind::Video => self.stats.frames_video += 1,
@@ -697,6 +711,11 @@ impl Recorder {
                 params_changed = true;
             }
         }
+        if self.open.is_none() && self.storage_full.is_some() {
+            self.stats.frames_dropped_storage_full += 1;
+            self.need_key = true;
+            return;
+        }
         if self.need_key && !frame.is_key {
             self.stats.frames_dropped_waiting_key += 1;
             return;
@@ -717,6 +736,11 @@ impl Recorder {
             let target_90k = i64::from(self.config.segment_target_ms) * 90;
             if params_changed || elapsed_90k >= target_90k {
                 self.cut(now, media_90k);
+                if self.storage_full.is_some() {
+                    self.stats.frames_dropped_storage_full += 1;
+                    self.need_key = true;
+                    return;
+                }
                 self.open_segment(pending, wall_ms);
                 return;
             }
@@ -937,6 +961,21 @@ impl Recorder {
         });
     }
 
+    fn handle_storage_full(&mut self, reason: Option<String>) {
+        self.storage_full = reason;
+        if matches!(self.phase, Phase::Streaming { .. }) && self.got_frame {
+            self.set_state(self.streaming_state());
+        }
+    }
+
+    /// The state of a session that delivers frames.
+    fn streaming_state(&self) -> CameraState {
+        match &self.storage_full {
+            Some(reason) => CameraState::Paused { last_error: reason.clone() },
+            None => CameraState::Recording,
+        }
+    }
+
     fn handle_deadlines(&mut self, now: Now) {
         if self.closing.as_ref().is_some_and(|c| now.mono_ms >= c.deadline_mono_ms) {
             self.seal_closing();
@@ -991,6 +1030,10 @@ impl Recorder {
             Phase::Stopped => assert_eq!(self.state, CameraState::Disabled),
             Phase::Connecting => assert_eq!(self.state, CameraState::Connecting),
             Phase::Streaming { .. } => {}
+        }
+        if let CameraState::Paused { last_error } = &self.state {
+            assert!(matches!(self.phase, Phase::Streaming { .. }), "paused only while streaming");
+            assert_eq!(Some(last_error), self.storage_full.as_ref(), "paused exactly while storage is full");
         }
         if !matches!(self.phase, Phase::Streaming { .. }) {
             assert!(self.open.is_none() && self.closing.is_none(), "segments open only while streaming");
@@ -1632,6 +1675,52 @@ mod tests {
         assert_eq!(h.events.len(), 1, "nothing after stop");
         let (_, tracks) = parse_segment(&h.files[&1]);
         assert_eq!(tracks[&2].iter().map(|t| t.1).sum::<usize>(), 30);
+    }
+
+    #[test]
+    fn storage_full_finishes_the_open_segment_and_resumes_at_the_next_key_frame() {
+        let mut h = Harness::new(RecorderConfig::default());
+        h.connect(video_only());
+        feed(&mut h, 0..100, 25); // keys every 1 s; segment 1 open since 0 s
+        h.handle(Input::StorageFull(Some("local buffer full".into())));
+        let paused = CameraState::Paused { last_error: "local buffer full".into() };
+        assert_eq!(h.rec.state(), &paused);
+        // The open segment runs to its cut at 6 s; nothing opens after it.
+        feed(&mut h, 100..200, 25);
+        assert_eq!(h.durations_ms(), vec![6000]);
+        assert_eq!(h.rec.stats().frames_dropped_storage_full, 50);
+        assert_eq!(h.rec.poll_timeout(), Some(199 * 40 + 10_000), "the session stays up (stall timer)");
+        h.handle(Input::StorageFull(None));
+        assert_eq!(h.rec.state(), &CameraState::Recording);
+        // Resumes at the key frame at 8 s without a reconnect; cut at 14 s; stop at 16 s.
+        feed(&mut h, 200..400, 25);
+        h.stop();
+        assert_eq!(h.durations_ms(), vec![6000, 6000, 2000]);
+        assert_eq!(h.sealed[1].start_wall_ms - h.sealed[0].start_wall_ms, 8000);
+        assert_eq!(h.rec.stats().reconnects, 0);
+        assert_eq!(
+            h.states,
+            vec![
+                CameraState::Connecting,
+                CameraState::Recording,
+                paused,
+                CameraState::Recording,
+                CameraState::Disabled
+            ]
+        );
+    }
+
+    #[test]
+    fn storage_full_while_disconnected_pauses_on_the_first_frame() {
+        let mut h = Harness::new(RecorderConfig::default());
+        h.handle(Input::StorageFull(Some("full".into())));
+        assert_eq!(h.rec.state(), &CameraState::Connecting);
+        h.connect(video_only());
+        feed(&mut h, 0..100, 25);
+        assert_eq!(h.rec.state(), &CameraState::Paused { last_error: "full".into() });
+        h.stop();
+        assert_eq!(h.sealed, vec![], "no segment opened while full");
+        assert_eq!(h.rec.stats().frames_dropped_storage_full, 100);
     }
 
     #[test]

@@ -15,6 +15,10 @@ pub enum CameraState {
     /// The camera rejected the credentials; retried with a slower backoff so it does not lock
     /// the account.
     AuthFailed { last_error: String, retry_in_ms: u64, attempts: u32 },
+    /// Connected, but opening no new segments: the node's local buffer is full (stop-recording
+    /// policy). Frames are dropped (counted) until the buffer drains; the segment open when the
+    /// pause began is finished and sealed.
+    Paused { last_error: String },
     /// Stopped: not recording and not retrying.
     Disabled,
 }
@@ -45,5 +49,9 @@ mod tests {
             r#"{"state":"auth_failed","last_error":"401","retry_in_ms":5,"attempts":1}"#
         );
         assert_eq!(serde_json::to_string(&CameraState::Recording).unwrap(), r#"{"state":"recording"}"#);
+        assert_eq!(
+            serde_json::to_string(&CameraState::Paused { last_error: "full".into() }).unwrap(),
+            r#"{"state":"paused","last_error":"full"}"#
+        );
     }
 }

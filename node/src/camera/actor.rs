@@ -25,6 +25,8 @@ pub enum CameraMsg {
     Ingest { session: u64, event: IngestEvent, _permit: OwnedSemaphorePermit },
     /// The recorder core's timer fired.
     Tick,
+    /// The node's buffer became full (`Some(reason)`) or drained (`None`).
+    StorageFull(Option<String>),
 }
 
 pub struct CameraArgs {
@@ -53,6 +55,8 @@ pub struct CameraActorState {
     epoch: Epoch,
     /// Still to report the first sealed segment of a handover.
     handover_pending: bool,
+    /// Forwards changes of `ctx.storage_full` to this actor.
+    storage_watch: JoinHandle<()>,
 }
 
 impl Actor for CameraActor {
@@ -75,7 +79,7 @@ impl Actor for CameraActor {
             connect_timeout: std::time::Duration::from_millis(ctx.recorder_config.stall_timeout_ms),
         };
         let now = ctx.clock.now();
-        let recorder = Recorder::new(
+        let mut recorder = Recorder::new(
             spec.id.clone(),
             ctx.node_id,
             epoch,
@@ -86,7 +90,25 @@ impl Actor for CameraActor {
         ctx.status.update(&spec.id, |s| {
             s.epoch = epoch;
             s.segments_sealed = 0;
+            s.segments_dropped = 0;
         });
+        // A camera started while the buffer is full starts paused.
+        let mut storage_rx = ctx.storage_full.subscribe();
+        let full = storage_rx.borrow_and_update().clone();
+        if full.is_some() {
+            recorder.handle(now, Input::StorageFull(full));
+        }
+        let storage_watch = {
+            let actor = myself.clone();
+            tokio::spawn(async move {
+                while storage_rx.changed().await.is_ok() {
+                    let full = storage_rx.borrow_and_update().clone();
+                    if actor.cast(CameraMsg::StorageFull(full)).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
         let mut state = CameraActorState {
             id: spec.id,
             target,
@@ -99,6 +121,7 @@ impl Actor for CameraActor {
             timer: CoreTimer::default(),
             epoch,
             handover_pending: handover,
+            storage_watch,
         };
         state.drain(&myself);
         Ok(state)
@@ -116,20 +139,24 @@ impl Actor for CameraActor {
                 if st.session.as_ref().map(|(n, _)| *n) != Some(session) {
                     return Ok(()); // from a session we already closed
                 }
-                let input = match event {
-                    IngestEvent::Connected(params) => Input::Connected { params },
-                    IngestEvent::Frame(frame) => Input::Frame(frame),
+                match event {
+                    IngestEvent::Connected(params) => st.recorder.handle(now, Input::Connected { params }),
+                    IngestEvent::Frames(frames) => {
+                        for frame in frames {
+                            st.recorder.handle(now, Input::Frame(frame));
+                        }
+                    }
                     IngestEvent::Failed(failure) => {
                         st.session = None;
-                        Input::Disconnected { failure }
+                        st.recorder.handle(now, Input::Disconnected { failure });
                     }
-                };
-                st.recorder.handle(now, input);
+                }
             }
             CameraMsg::Tick => {
                 st.timer.fired();
                 st.recorder.handle(now, Input::Tick);
             }
+            CameraMsg::StorageFull(full) => st.recorder.handle(now, Input::StorageFull(full)),
         }
         st.drain(&myself);
         Ok(())
@@ -147,6 +174,7 @@ impl Actor for CameraActor {
             task.abort();
         }
         st.timer.cancel();
+        st.storage_watch.abort();
         // Anything still open could not be sealed (no frames yet): drop the partial file.
         for (_, file) in std::mem::take(&mut st.open) {
             if let Err(e) = file.abort() {
