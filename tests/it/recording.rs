@@ -132,3 +132,40 @@ fn dev_records_every_camera_continuously_and_flushes_on_exit() -> anyhow::Result
     }
     Ok(())
 }
+
+#[test]
+fn dev_with_no_test_cameras_records_cameras_added_through_the_api() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let port = free_port();
+    let cams = FakeCameras::start(1, &[])?;
+    let mut dev = Proc::spawn(
+        "camrec dev",
+        Command::new(camrec_bin())
+            .args(["dev", "--cameras", "0", "--duration", "20s", "--segment-ms", "2000"])
+            .arg("--data")
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )?;
+    let api = Api { base: format!("http://127.0.0.1:{port}"), http: reqwest::blocking::Client::new() };
+    wait_for("dev ready", Duration::from_secs(30), || {
+        Ok(api.get("/readyz").ok().filter(|(s, _)| *s == 200).map(|_| ()))
+    })?;
+    let (_, listed) = api.get("/v1/cameras")?;
+    assert_eq!(listed["cameras"].as_array().map(Vec::len), Some(0), "--cameras 0 starts with none: {listed}");
+    api.add_camera(json!({"id": "api-cam", "url": cams.url(0)}))?;
+    let objects = data.join("objects/api-cam");
+    wait_for("segments of the API camera", Duration::from_secs(30), || {
+        Ok((mp4_files(&objects).len() >= 2).then_some(()))
+    })?;
+    let exited = wait_for("dev exits after --duration", Duration::from_secs(60), || {
+        Ok(dev.child.as_mut().and_then(|c| c.try_wait().ok().flatten()))
+    })?;
+    assert!(exited.success(), "dev exit status {exited}");
+    for f in mp4_files(&objects) {
+        check_segment(&f)?;
+    }
+    Ok(())
+}
