@@ -170,10 +170,9 @@ impl SupervisorState {
         let me = self.ctx.node_id;
         let desired: Option<(CameraSpec, Epoch, bool)> = {
             let g = self.sm.lock();
-            g.state.camera(id).filter(|c| c.spec.enabled).and_then(|c| match c.assignment {
-                Some(a) if a.owner == me => Some((c.spec.clone(), a.epoch, false)),
-                Some(a) => a.incoming.filter(|i| i.node == me).map(|i| (c.spec.clone(), i.epoch, true)),
-                None => None,
+            g.state.camera(id).filter(|c| c.spec.enabled).and_then(|c| {
+                let a = c.assignment?;
+                a.recording_epoch(me).map(|epoch| (c.spec.clone(), epoch, a.owner != me))
             })
         };
         let running_matches = match (&desired, self.children.get(id)) {
