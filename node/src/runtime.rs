@@ -23,10 +23,11 @@ use crate::camera::supervisor::{CameraSupervisor, SupervisorArgs, SupervisorMsg}
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, NodeConfig};
 use crate::control::{Control, ProposeFailure};
-use crate::leader::{self, DutyConfig};
+use crate::leader;
 use crate::node_ctx::NodeCtx;
 use crate::status::StatusBoard;
 use crate::uploader::{Uploader, UploaderArgs, UploaderMsg};
+use camrec_cluster_core::duties::DutyConfig;
 
 /// A started node.
 pub struct RunningNode {

@@ -23,10 +23,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use camrec_cluster::sm::StateMachine;
-use camrec_cluster_core::autopilot::plan_voters;
-use camrec_cluster_core::failure::{FailureConfig, FailureDetector};
-use camrec_cluster_core::placement::rebalance_needed;
-use camrec_cluster_core::state::{Command, NodeInfo, NodeStatus, Response};
+use camrec_cluster_core::duties::{Duty, DutyConfig, LeaderDuties, Membership};
+use camrec_cluster_core::failure::FailureConfig;
+use camrec_cluster_core::state::{Command, NodeInfo, Response};
 use openraft::{BasicNode, ServerState};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -354,7 +353,8 @@ async fn drain_changes(sm: StateMachine<SimConfig>) {
     }
 }
 
-/// The leader's control loop, as in `node/src/leader.rs` (idle on followers).
+/// The leader's control loop: the production [`LeaderDuties`] core (the same one
+/// `node/src/leader.rs` drives), executed against the simulated Raft (idle on followers).
 async fn run_duties(
     id: NodeId,
     raft: SimRaft,
@@ -363,9 +363,15 @@ async fn run_duties(
     config: WorldConfig,
     mut heartbeats: mpsc::Receiver<NodeId>,
 ) {
-    let mut detector = FailureDetector::new(config.failure);
-    let mut was_leader = false;
-    let mut next_rebalance_ms = 0u64;
+    let mut duties = LeaderDuties::new(
+        id,
+        DutyConfig {
+            failure: config.failure,
+            voters_target: config.voters,
+            rebalance_moves_max: config.rebalance_moves_max,
+            rebalance_interval_ms: config.rebalance_interval_ms,
+        },
+    );
     let mut tick = tokio::time::interval(DUTY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -373,55 +379,27 @@ async fn run_duties(
             biased;
             hb = heartbeats.recv() => {
                 let Some(node) = hb else { return };
-                detector.handle_heartbeat(trace.now_ms(), node);
+                duties.handle_heartbeat(trace.now_ms(), node);
                 continue;
             }
             _ = tick.tick() => {}
         }
         let now_ms = trace.now_ms();
-        let is_leader = raft.metrics().borrow().state == ServerState::Leader;
-        if is_leader != was_leader {
-            detector.handle_leadership(now_ms, is_leader);
-            was_leader = is_leader;
-        }
-        if !is_leader {
-            continue;
-        }
-
-        let proposal = detector.poll_proposal(now_ms, &sm.lock().state, id);
-        if let Some(cmd) = proposal {
-            propose(id, &raft, &trace, cmd).await;
-            continue;
-        }
-
-        let membership = raft.metrics().borrow().membership_config.membership().clone();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
-        let plan = {
-            let g = sm.lock();
-            let alive: BTreeSet<NodeId> = g
-                .state
-                .nodes()
-                .iter()
-                .filter(|(_, n)| n.status != NodeStatus::Down)
-                .map(|(id, _)| *id)
-                .collect();
-            plan_voters(&voters, &learners, &g.state, &alive, config.voters)
+        let metrics = raft.metrics().borrow().clone();
+        duties.handle_leadership(now_ms, metrics.state == ServerState::Leader);
+        let membership = {
+            let m = metrics.membership_config.membership();
+            Membership { voters: m.voter_ids().collect(), learners: m.learner_ids().collect() }
         };
-        if let Some(new_voters) = plan {
-            trace.event(format!("n{id} changing voters {voters:?} -> {new_voters:?}"));
-            if let Err(e) = raft.change_membership(new_voters, true).await {
-                trace.event(format!("n{id} voter change failed: {}", error_kind(&e.to_string())));
-            }
-            continue;
-        }
-
-        if now_ms >= next_rebalance_ms {
-            next_rebalance_ms = now_ms + config.rebalance_interval_ms;
-            let needed = rebalance_needed(&sm.lock().state);
-            if needed {
-                propose(id, &raft, &trace, Command::Rebalance { max_moves: config.rebalance_moves_max })
-                    .await;
+        let duty = duties.poll_duty(now_ms, &sm.lock().state, &membership);
+        match duty {
+            None => {}
+            Some(Duty::Propose(cmd)) => propose(id, &raft, &trace, cmd).await,
+            Some(Duty::ChangeVoters(voters)) => {
+                trace.event(format!("n{id} changing voters {:?} -> {voters:?}", membership.voters));
+                if let Err(e) = raft.change_membership(voters, true).await {
+                    trace.event(format!("n{id} voter change failed: {}", error_kind(&e.to_string())));
+                }
             }
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod autopilot;
 pub mod codec;
+pub mod duties;
 pub mod failure;
 pub mod ids;
 pub mod placement;
