@@ -8,6 +8,8 @@
 //! - `sdp`: the DESCRIBE answer.
 //! - `auth`: Digest/Basic checks.
 //! - `session`: one task per connection; requests, pacing, RTCP, bounds.
+//! - `Quirk`: camera misbehaviours from `shared/camera-quirks.md` a fleet can imitate
+//!   (`--quirk NAME`; one quirk for every camera of the fleet).
 //!
 //! Cost model: `camrec dev` runs a fleet in-process next to hundreds of recorders, so there is
 //! one task per connection (none per camera), no per-session copies of media, and pacing is
@@ -41,8 +43,88 @@ use self::session::{Connection, Shared, Stats};
 /// Most concurrent connections per fleet; further ones are closed at once (counted).
 pub const CONNECTIONS_MAX: usize = 4096;
 
-/// Quirks (camera misbehaviours to imitate) that `--quirk` accepts. None yet.
-const QUIRKS_SUPPORTED: &[&str] = &[];
+/// Quirks (camera misbehaviours to imitate) that `--quirk` accepts, in [`Quirk::ALL`] order;
+/// shared by the argument parser (help text, validation) and [`FakeFleet::start`].
+pub const QUIRKS_SUPPORTED: &[&str] = &[
+    "short-timeout",
+    "keepalive-rejected",
+    "bogus-rtp-info",
+    "no-sprop",
+    "ssrc-change",
+    "timestamp-outliers",
+    "digest-variants",
+    "huge-frames",
+    "sei-marker",
+];
+
+/// A camera misbehaviour the fleet imitates (see `shared/camera-quirks.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quirk {
+    /// `Session: X;timeout=8`; the session is dropped 8 s after the last *request* (RTCP
+    /// receiver reports and interleaved data do not keep it alive).
+    ShortTimeout,
+    /// `timeout=15`; `Public` advertises SET_PARAMETER and GET_PARAMETER, but every
+    /// SET_PARAMETER is answered `400 Bad Request` carrying the previous request's CSeq.
+    KeepaliveRejected,
+    /// PLAY's `RTP-Info` says `seq=0` (even cameras) or `seq=1` (odd cameras) and `rtptime=0`
+    /// on every stream, each entry ending in a stray `;`; the packets keep their real values.
+    BogusRtpInfo,
+    /// The SDP has no `sprop-parameter-sets` (H.265: no `sprop-vps/sps/pps`); parameter sets
+    /// arrive only in-band, in front of every key frame.
+    NoSprop,
+    /// Packets carry an SSRC other than the one SETUP's `Transport` announced, and video picks a
+    /// new SSRC at every key frame while sequence numbers and timestamps stay continuous.
+    SsrcChange,
+    /// Every `OUTLIER_PERIOD_FRAMES` video frames, one frame is stamped ~9,800 s in the past or
+    /// ~37,600 s in the future (alternately); the next frame resumes normal timing.
+    TimestampOutliers,
+    /// (Needs `--username/--password`.) A 401 carries two `WWW-Authenticate` headers: SHA-256
+    /// with `algorithm="SHA-256"` quoted, then MD5; neither offers `qop`; both algorithms are
+    /// accepted. The first request after PLAY gets a 401 with a fresh nonce and `stale=TRUE`.
+    DigestVariants,
+    /// Video NAL units up to 60,000 bytes go whole in one RTP packet (far above the MTU, over
+    /// TCP and UDP); larger ones in 60,000-byte FU fragments.
+    HugeFrames,
+    /// (H.264.) An SEI packet with the marker bit set inside every access unit, FU-A
+    /// continuation packets naming another NAL type, and an empty FU-A fragment per NAL.
+    SeiMarker,
+}
+
+impl Quirk {
+    /// Every quirk, in [`QUIRKS_SUPPORTED`] order.
+    pub const ALL: [Quirk; 9] = [
+        Quirk::ShortTimeout,
+        Quirk::KeepaliveRejected,
+        Quirk::BogusRtpInfo,
+        Quirk::NoSprop,
+        Quirk::SsrcChange,
+        Quirk::TimestampOutliers,
+        Quirk::DigestVariants,
+        Quirk::HugeFrames,
+        Quirk::SeiMarker,
+    ];
+
+    /// The `--quirk` name.
+    pub fn name(self) -> &'static str {
+        // ALL and QUIRKS_SUPPORTED have the same length and order (checked by a test).
+        let i = Quirk::ALL.iter().position(|q| *q == self).unwrap_or(0);
+        QUIRKS_SUPPORTED[i]
+    }
+
+    /// Parses a `--quirk` name.
+    pub fn from_name(name: &str) -> Option<Quirk> {
+        QUIRKS_SUPPORTED.iter().position(|n| *n == name).and_then(|i| Quirk::ALL.get(i).copied())
+    }
+
+    /// The session timeout this quirk imposes (in place of `--session-timeout-secs`).
+    fn session_timeout(self) -> Option<Duration> {
+        match self {
+            Quirk::ShortTimeout => Some(Duration::from_secs(8)),
+            Quirk::KeepaliveRejected => Some(Duration::from_secs(15)),
+            _ => None,
+        }
+    }
+}
 
 /// `camrec fake-cameras` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -62,8 +144,8 @@ pub struct FakeCamerasArgs {
     /// Password for --username.
     #[arg(long, requires = "username")]
     pub password: Option<String>,
-    /// Imitate a camera quirk (none supported yet).
-    #[arg(long)]
+    /// Imitate a camera quirk (see shared/camera-quirks.md) on every camera of the fleet.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(QUIRKS_SUPPORTED))]
     pub quirk: Option<String>,
     /// Seed for SSRCs, sequence numbers, RTP timestamps, session ids and the auth nonce
     /// (from OS entropy when absent).
@@ -122,11 +204,12 @@ fn load_clip(name: &str) -> anyhow::Result<Clip> {
 impl FakeFleet {
     /// Parses the clip, binds the listener and starts serving.
     pub async fn start(args: FakeCamerasArgs) -> anyhow::Result<FakeFleet> {
-        if let Some(q) = &args.quirk {
-            if !QUIRKS_SUPPORTED.contains(&q.as_str()) {
-                anyhow::bail!("unknown quirk {q:?}; supported quirks: none");
-            }
-        }
+        let quirk = match &args.quirk {
+            None => None,
+            Some(q) => Some(Quirk::from_name(q).with_context(|| {
+                format!("unknown quirk {q:?}; supported quirks: {}", QUIRKS_SUPPORTED.join(", "))
+            })?),
+        };
         let mut rng = match args.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_entropy(),
@@ -136,10 +219,16 @@ impl FakeFleet {
             (None, None) => None,
             _ => anyhow::bail!("--username and --password must be given together"),
         };
+        if quirk == Some(Quirk::DigestVariants) && auth.is_none() {
+            anyhow::bail!("quirk digest-variants needs --username and --password");
+        }
         if args.session_timeout_secs == 0 {
             anyhow::bail!("session timeout must be positive");
         }
         let clip = Arc::new(load_clip(&args.clip)?);
+        if quirk == Some(Quirk::SeiMarker) && !matches!(clip.video, clip::VideoCodec::H264 { .. }) {
+            anyhow::bail!("quirk sei-marker needs an H.264 clip");
+        }
         let listener = TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding RTSP listener {}", args.listen))?;
@@ -148,13 +237,16 @@ impl FakeFleet {
             clip,
             camera_count: args.count,
             auth,
-            session_timeout: Duration::from_secs(args.session_timeout_secs),
+            session_timeout: quirk
+                .and_then(Quirk::session_timeout)
+                .unwrap_or(Duration::from_secs(args.session_timeout_secs)),
+            quirk,
             stats: Stats::default(),
             wall_anchor: wall_anchor(),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx, rng));
-        tracing::info!(%local_addr, cameras = args.count, "fake cameras listening");
+        tracing::info!(%local_addr, cameras = args.count, quirk = quirk.map(Quirk::name), "fake cameras listening");
         Ok(FakeFleet { local_addr, shared, shutdown_tx, accept_task })
     }
 

@@ -7,6 +7,17 @@ use super::clip::{AccessUnit, StreamKind};
 
 /// Largest RTP payload we emit, leaving room for IP/UDP/RTP headers in a 1500-byte MTU.
 pub const PAYLOAD_BYTES_MAX: usize = 1400;
+/// Largest video payload under `Quirk::HugeFrames`: a whole NAL far above the MTU, still within
+/// one interleaved frame (16-bit length) and one UDP datagram.
+pub const HUGE_PAYLOAD_BYTES_MAX: usize = 60_000;
+/// `Quirk::SeiMarker`: an SEI NAL (user data unregistered, 16-byte UUID, 4 bytes of payload)
+/// sent with the marker bit before the first slice of every H.264 access unit.
+pub const QUIRK_SEI_NAL: [u8; 24] = [
+    0x06, 0x05, 0x14, // SEI, payload type 5 (user data unregistered), size 20
+    0xca, 0x4e, 0xec, 0x00, 0x51, 0x01, 0x4b, 0x1d, 0x9a, 0x4f, 0x2d, 0x3e, 0x71, 0x5e, 0x0c, 0xa1, b'q',
+    b'u', b'r', b'k', // payload
+    0x80, // rbsp trailing bits
+];
 
 pub const PAYLOAD_TYPE_VIDEO: u8 = 96;
 pub const PAYLOAD_TYPE_AUDIO: u8 = 97;
@@ -20,6 +31,13 @@ pub struct RtpSender {
     pub next_seq: u16,
     pub packets_sent: u32,
     pub octets_sent: u32,
+    /// Largest video payload: NAL units up to this size go in one packet, larger ones in FU
+    /// fragments of at most this size.
+    pub video_payload_max: usize,
+    /// `Quirk::SeiMarker` (H.264 only): an SEI packet with the marker bit inside every access
+    /// unit, FU-A continuation packets that carry a different NAL type, and an empty FU-A
+    /// fragment after every start fragment.
+    pub sei_marker: bool,
 }
 
 impl RtpSender {
@@ -28,7 +46,16 @@ impl RtpSender {
             StreamKind::Video => PAYLOAD_TYPE_VIDEO,
             StreamKind::Audio => PAYLOAD_TYPE_AUDIO,
         };
-        RtpSender { ssrc, payload_type, h265, next_seq: initial_seq, packets_sent: 0, octets_sent: 0 }
+        RtpSender {
+            ssrc,
+            payload_type,
+            h265,
+            next_seq: initial_seq,
+            packets_sent: 0,
+            octets_sent: 0,
+            video_payload_max: PAYLOAD_BYTES_MAX,
+            sei_marker: false,
+        }
     }
 
     /// Packetizes one access unit, calling `emit` with each complete RTP packet.
@@ -42,7 +69,12 @@ impl RtpSender {
         match au.kind {
             StreamKind::Video => {
                 let n = au.nals.len();
+                let mut sei_sent = !self.sei_marker || self.h265;
                 for (i, nal) in au.nals.iter().enumerate() {
+                    if !sei_sent && nal.first().is_some_and(|b| (1..=5).contains(&(b & 0x1f))) {
+                        self.send(&[&QUIRK_SEI_NAL], true, rtp_ts, scratch, emit);
+                        sei_sent = true;
+                    }
                     self.packetize_nal(nal, i + 1 == n, rtp_ts, scratch, emit);
                 }
             }
@@ -62,7 +94,7 @@ impl RtpSender {
         scratch: &mut Vec<u8>,
         emit: &mut dyn FnMut(&[u8]),
     ) {
-        if nal.len() <= PAYLOAD_BYTES_MAX {
+        if nal.len() <= self.video_payload_max {
             self.send(&[nal], last_of_au, rtp_ts, scratch, emit);
             return;
         }
@@ -73,13 +105,20 @@ impl RtpSender {
             ([(nal[0] & 0xe0) | 28, 0], 1, nal[0] & 0x1f)
         };
         let body = &nal[hdr_len..];
-        let chunk_max = PAYLOAD_BYTES_MAX - hdr_len - 1;
+        let chunk_max = self.video_payload_max - hdr_len - 1;
         let mut chunks = body.chunks(chunk_max).peekable();
         let mut first = true;
         while let Some(chunk) = chunks.next() {
             let end = chunks.peek().is_none();
-            let fu_header = [nal_type | if first { 0x80 } else { 0 } | if end { 0x40 } else { 0 }];
+            let quirky = self.sei_marker && !self.h265;
+            // Tiandy: continuation fragments name another NAL type (5 <-> 1).
+            let ty = if quirky && !first { nal_type ^ 0x04 } else { nal_type };
+            let fu_header = [ty | if first { 0x80 } else { 0 } | if end { 0x40 } else { 0 }];
             self.send(&[&indicator[..hdr_len], &fu_header, chunk], end && last_of_au, rtp_ts, scratch, emit);
+            if quirky && first && !end {
+                // An empty middle fragment.
+                self.send(&[&indicator[..hdr_len], &[ty ^ 0x04]], false, rtp_ts, scratch, emit);
+            }
             first = false;
         }
     }

@@ -25,9 +25,15 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Writes the session description of camera `camera_index` (`session_id` goes in `o=`).
-pub fn describe(clip: &Clip, camera_index: usize, session_id: u64) -> Vec<u8> {
+/// Writes the session description of camera `camera_index` (`session_id` goes in `o=`); without
+/// `sprop`, the video fmtp leaves out the parameter sets (they are sent in-band anyway).
+pub fn describe(clip: &Clip, camera_index: usize, session_id: u64, sprop: bool) -> Vec<u8> {
     let fmtp_video = match &clip.video {
+        VideoCodec::H264 { sps, .. } if !sprop => {
+            let profile_level_id = sps.get(1..4).map(hex).unwrap_or_else(|| "42e01f".to_owned());
+            format!("{PAYLOAD_TYPE_VIDEO} packetization-mode=1;profile-level-id={profile_level_id}")
+        }
+        VideoCodec::H265 { .. } if !sprop => PAYLOAD_TYPE_VIDEO.to_string(),
         VideoCodec::H264 { sps, pps } => {
             let profile_level_id = sps.get(1..4).map(hex).unwrap_or_else(|| "42e01f".to_owned());
             format!(
@@ -134,7 +140,7 @@ mod tests {
     fn fake_sdp_round_trips_through_parser() {
         for (bytes, enc) in [(H264_AAC_MP4, "H264/90000"), (H265_AAC_MP4, "H265/90000")] {
             let clip = Clip::parse(Bytes::from_static(bytes)).expect("clip");
-            let sdp = describe(&clip, 3, 42);
+            let sdp = describe(&clip, 3, 42, true);
             let parsed = Session::parse(&sdp).expect("valid sdp");
             assert_eq!(parsed.medias.len(), 2);
             let v = &parsed.medias[0];

@@ -29,6 +29,7 @@ use super::auth::Authenticator;
 use super::clip::{rescale, Clip, StreamKind, VIDEO_CLOCK_HZ};
 use super::rtp::{ntp_from_unix, RtpSender};
 use super::sdp;
+use super::Quirk;
 
 /// Largest request (headers + body) we buffer before answering 400.
 pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
@@ -42,6 +43,11 @@ const SENDER_REPORT_FIRST_DELAY: Duration = Duration::from_millis(500);
 const BURST_UNITS_MAX: usize = 256;
 const SERVER: &str = "camrec-fake-cameras";
 const CNAME: &str = "camrec-fake";
+/// `Quirk::TimestampOutliers`: one outlier every this many video frames (5 s at 25 fps).
+pub const OUTLIER_PERIOD_FRAMES: u64 = 125;
+/// `Quirk::TimestampOutliers`: the outlier's offset into the past / the future, in 90 kHz ticks.
+pub const OUTLIER_PAST_90K: u64 = 9_800 * 90_000;
+pub const OUTLIER_FUTURE_90K: u64 = 37_600 * 90_000;
 
 /// Counters shared by all connections of a fleet.
 #[derive(Debug, Default)]
@@ -62,6 +68,8 @@ pub struct Shared {
     pub camera_count: usize,
     pub auth: Option<Authenticator>,
     pub session_timeout: Duration,
+    /// The misbehaviour every camera of the fleet imitates, if any.
+    pub quirk: Option<Quirk>,
     pub stats: Stats,
     /// Wall time (since the Unix epoch) at monotonic instant `.0`, read once at start; sender
     /// reports derive their NTP time from it.
@@ -81,6 +89,8 @@ struct StreamSetup {
     sender: RtpSender,
     rtp_ts_base: u32,
     dest: Dest,
+    /// Access units sent on this stream (drives `Quirk::TimestampOutliers`).
+    units_sent: u64,
 }
 
 #[derive(Debug)]
@@ -118,6 +128,12 @@ pub struct Connection {
     deadline: Instant,
     close_after_flush: bool,
     rng: StdRng,
+    /// CSeq of the last request (`Quirk::KeepaliveRejected` answers with it).
+    last_cseq: Option<String>,
+    /// `Quirk::DigestVariants`: the connection's fresh nonce after the mid-session `stale=TRUE`.
+    stale_nonce: Option<String>,
+    /// A second `WWW-Authenticate` header for the next response (`Quirk::DigestVariants`).
+    extra_www_authenticate: Option<String>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -196,6 +212,9 @@ impl Connection {
             deadline,
             close_after_flush: false,
             rng,
+            last_cseq: None,
+            stale_nonce: None,
+            extra_www_authenticate: None,
         }
     }
 
@@ -249,8 +268,9 @@ impl Connection {
                     }
                 }
                 r = recv_opt(udp.map(|u| &u.rtcp), &mut rtcp_buf) => {
-                    // Receiver reports (content ignored) keep the session alive.
-                    if r.is_ok() {
+                    // Receiver reports (content ignored) keep the session alive, except on a
+                    // camera that only counts requests.
+                    if r.is_ok() && self.shared.quirk != Some(Quirk::ShortTimeout) {
                         self.deadline = Instant::now() + self.shared.session_timeout;
                     }
                 }
@@ -300,7 +320,9 @@ impl Connection {
             match Message::<Vec<u8>>::parse(&self.inbuf[..]) {
                 Ok((msg, consumed)) => {
                     self.inbuf.advance(consumed);
-                    self.deadline = now + self.shared.session_timeout;
+                    if matches!(msg, Message::Request(_)) || self.shared.quirk != Some(Quirk::ShortTimeout) {
+                        self.deadline = now + self.shared.session_timeout;
+                    }
                     match msg {
                         Message::Request(req) => {
                             let resp = self.handle_request(now, &req);
@@ -325,8 +347,19 @@ impl Connection {
     }
 
     fn write_response(&mut self, resp: &Response<Vec<u8>>) {
-        // Writing into memory cannot fail.
-        let _ = resp.write(&mut (&mut self.outbuf).writer());
+        let Some(extra) = self.extra_www_authenticate.take() else {
+            // Writing into memory cannot fail.
+            let _ = resp.write(&mut (&mut self.outbuf).writer());
+            return;
+        };
+        // `rtsp-types` merges repeated headers into one; splice a separate `WWW-Authenticate`
+        // line in right after the status line.
+        let mut head = Vec::new();
+        let _ = resp.write(&mut head);
+        let at = head.windows(2).position(|w| w == b"\r\n").map_or(head.len(), |p| p + 2);
+        self.outbuf.extend_from_slice(&head[..at]);
+        self.outbuf.extend_from_slice(format!("WWW-Authenticate: {extra}\r\n").as_bytes());
+        self.outbuf.extend_from_slice(&head[at..]);
     }
 
     fn respond(&self, req: &Request<Vec<u8>>, status: StatusCode) -> rtsp_types::ResponseBuilder {
@@ -352,11 +385,37 @@ impl Connection {
 
     /// Answers one request, updating the session state.
     pub fn handle_request(&mut self, now: Instant, req: &Request<Vec<u8>>) -> Response<Vec<u8>> {
-        if req.header(&headers::CSEQ).is_none() {
+        let Some(cseq) = req.header(&headers::CSEQ).map(|v| v.as_str().to_owned()) else {
             return self.error(req, StatusCode::BadRequest);
-        }
+        };
+        let previous_cseq = self.last_cseq.replace(cseq.clone());
         let method: &str = req.method().into();
-        if let Some(auth) = &self.shared.auth {
+        let shared = Arc::clone(&self.shared);
+        if let (Some(auth), Some(Quirk::DigestVariants)) = (&shared.auth, shared.quirk) {
+            let authorization = req.header(&headers::AUTHORIZATION).map(|v| v.as_str());
+            let nonce = self.stale_nonce.clone().unwrap_or_else(|| auth.nonce().to_owned());
+            let ok = auth.check_nonce(method, authorization, &nonce);
+            let playing = matches!(&self.session, Some(Session { play: PlayState::Playing { .. }, .. }));
+            // The first valid request after PLAY is refused: the nonce went stale.
+            let stale = ok && playing && self.stale_nonce.is_none();
+            if !ok || stale {
+                let nonce = if stale {
+                    let fresh = format!("{:032x}", self.rng.gen::<u128>());
+                    self.stale_nonce = Some(fresh.clone());
+                    fresh
+                } else {
+                    self.shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                    nonce
+                };
+                let [sha256, md5] = Authenticator::challenges_variant(&nonce, stale);
+                // The spliced header goes right after the status line, so SHA-256 comes first.
+                self.extra_www_authenticate = Some(sha256);
+                return self
+                    .respond(req, StatusCode::Unauthorized)
+                    .header(headers::WWW_AUTHENTICATE, md5)
+                    .build(Vec::new());
+            }
+        } else if let Some(auth) = &shared.auth {
             let authorization = req.header(&headers::AUTHORIZATION).map(|v| v.as_str());
             if !auth.check(method, authorization) {
                 self.shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
@@ -389,6 +448,13 @@ impl Connection {
                     "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER",
                 )
                 .build(Vec::new()),
+            Method::SetParameter if self.shared.quirk == Some(Quirk::KeepaliveRejected) => {
+                // The Tapo behaviour: 400, carrying the CSeq of the request before this one.
+                Response::builder(Version::V1_0, StatusCode::BadRequest)
+                    .header(headers::SERVER, SERVER)
+                    .header(headers::CSEQ, previous_cseq.unwrap_or(cseq))
+                    .build(Vec::new())
+            }
             Method::GetParameter | Method::SetParameter => {
                 self.respond(req, StatusCode::Ok).build(Vec::new())
             }
@@ -400,7 +466,8 @@ impl Connection {
                 if !base.ends_with('/') {
                     base.push('/');
                 }
-                let body = sdp::describe(&self.shared.clip, cam, self.rng.gen::<u32>().into());
+                let sprop = self.shared.quirk != Some(Quirk::NoSprop);
+                let body = sdp::describe(&self.shared.clip, cam, self.rng.gen::<u32>().into(), sprop);
                 self.respond(req, StatusCode::Ok)
                     .header(headers::CONTENT_TYPE, "application/sdp")
                     .header(headers::CONTENT_BASE, base)
@@ -500,12 +567,20 @@ impl Connection {
         }
         let h265 = matches!(clip.video, super::clip::VideoCodec::H265 { .. });
         let ssrc = rng.gen::<u32>();
+        // `Quirk::SsrcChange`: the packets' SSRC is not the one announced in `Transport`.
+        let packet_ssrc = if self.shared.quirk == Some(Quirk::SsrcChange) { !ssrc } else { ssrc };
+        let mut sender = RtpSender::new(packet_ssrc, rng.gen::<u16>(), kind, h265);
+        if self.shared.quirk == Some(Quirk::HugeFrames) {
+            sender.video_payload_max = super::rtp::HUGE_PAYLOAD_BYTES_MAX;
+        }
+        sender.sei_marker = self.shared.quirk == Some(Quirk::SeiMarker);
         let setup = StreamSetup {
             kind,
             clock_hz: clip.clock_hz(kind),
-            sender: RtpSender::new(ssrc, rng.gen::<u16>(), kind, h265),
+            sender,
             rtp_ts_base: rng.gen::<u32>(),
             dest,
+            units_sent: 0,
         };
         let mut params = RtpTransportParameters { unicast: true, ssrc: vec![ssrc], ..Default::default() };
         let lower_transport = match (&setup.dest, &session.udp) {
@@ -562,10 +637,15 @@ impl Connection {
             })
             .collect();
         let npt_secs = pos_90k as f64 / 90_000.0;
-        self.respond(req, StatusCode::Ok)
-            .header(headers::RANGE, format!("npt={npt_secs:.3}-"))
-            .typed_header(&RtpInfos::V1(infos))
-            .build(Vec::new())
+        let camera = s.camera;
+        let b = self.respond(req, StatusCode::Ok).header(headers::RANGE, format!("npt={npt_secs:.3}-"));
+        if self.shared.quirk == Some(Quirk::BogusRtpInfo) {
+            // seq=0 or 1 whatever the real sequence number, rtptime=0, and a stray `;`.
+            let seq = camera % 2;
+            let bogus: Vec<_> = infos.iter().map(|i| format!("url={};seq={seq};rtptime=0;", i.uri)).collect();
+            return b.header(headers::RTP_INFO, bogus.join(",")).build(Vec::new());
+        }
+        b.typed_header(&RtpInfos::V1(infos)).build(Vec::new())
     }
 
     /// Sends every access unit and sender report that is due at `now`.
@@ -577,6 +657,8 @@ impl Connection {
         let stats = &self.shared.stats;
         let outbuf = &mut self.outbuf;
         let scratch = &mut self.scratch;
+        let quirk = self.shared.quirk;
+        let rng = &mut self.rng;
         for _ in 0..BURST_UNITS_MAX {
             let at_90k = cursor_90k(clip, cursor);
             if start + duration_90k(at_90k) > now {
@@ -587,7 +669,23 @@ impl Connection {
             cursor += 1;
             let Some(st) = s.streams.iter_mut().find(|st| st.kind == unit.kind) else { continue };
             let ticks = loop_n * clip.loop_ticks(st.clock_hz) + unit.rtp_offset;
-            let rtp_ts = st.rtp_ts_base.wrapping_add(ticks as u32);
+            let mut rtp_ts = st.rtp_ts_base.wrapping_add(ticks as u32);
+            if st.kind == StreamKind::Video {
+                match quirk {
+                    Some(Quirk::SsrcChange) if unit.is_key && st.units_sent > 0 => st.sender.ssrc = rng.gen(),
+                    Some(Quirk::TimestampOutliers)
+                        if st.units_sent % OUTLIER_PERIOD_FRAMES == OUTLIER_PERIOD_FRAMES / 2 =>
+                    {
+                        rtp_ts = if (st.units_sent / OUTLIER_PERIOD_FRAMES).is_multiple_of(2) {
+                            rtp_ts.wrapping_sub(OUTLIER_PAST_90K as u32)
+                        } else {
+                            rtp_ts.wrapping_add(OUTLIER_FUTURE_90K as u32)
+                        };
+                    }
+                    _ => {}
+                }
+            }
+            st.units_sent += 1;
             let (dest, udp) = (&st.dest, s.udp.as_ref());
             st.sender.packetize(unit, rtp_ts, scratch, &mut |pkt| emit(dest, udp, outbuf, stats, pkt, false));
         }
