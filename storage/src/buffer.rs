@@ -184,6 +184,34 @@ struct Inner {
     open_bytes: AtomicU64,
 }
 
+/// How long opening the index waits for a previous holder's file lock: sled's background
+/// flusher releases it shortly after the `Db` is dropped, so an in-process reopen (or a restart
+/// right after a crash, while the old process is being reaped) can briefly find it held.
+const INDEX_LOCK_WAIT_MS: u64 = 3_000;
+const INDEX_LOCK_RETRY_MS: u64 = 20;
+
+fn open_index(path: &Path) -> Result<sled::Db, StoreError> {
+    let mut waited_ms = 0;
+    loop {
+        match sled::Config::new().path(path).cache_capacity(INDEX_CACHE_BYTES_MAX).open() {
+            Ok(db) => return Ok(db),
+            // sled reports a held lock as an `Other` IO error carrying this text.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && waited_ms < INDEX_LOCK_WAIT_MS =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(INDEX_LOCK_RETRY_MS));
+                waited_ms += INDEX_LOCK_RETRY_MS;
+            }
+            Err(e) => {
+                return Err(StoreError::sled(
+                    format_args!("open {} (is another camrec using this data dir?)", path.display()),
+                    &e,
+                ))
+            }
+        }
+    }
+}
+
 /// The local segment buffer. Cheap to clone; clones share one index.
 #[derive(Clone)]
 pub struct SegmentBuffer {
@@ -240,11 +268,7 @@ impl SegmentBuffer {
         }
         fsync_dir(&dir)?;
         let index_path = dir.join("index");
-        let db = sled::Config::new()
-            .path(&index_path)
-            .cache_capacity(INDEX_CACHE_BYTES_MAX)
-            .open()
-            .map_err(|e| StoreError::sled(format_args!("open {}", index_path.display()), &e))?;
+        let db = open_index(&index_path)?;
         let segments = db.open_tree("segments").map_err(|e| StoreError::sled("open tree segments", &e))?;
         let open_records = db.open_tree("open").map_err(|e| StoreError::sled("open tree open", &e))?;
         let buffer = SegmentBuffer {
