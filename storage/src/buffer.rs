@@ -631,24 +631,7 @@ impl SegmentBuffer {
     /// `NotFound` if `id` is not pending. Failing to delete the file after the record is gone
     /// is only logged: the upload is confirmed either way, and `open` quarantines the orphan.
     pub fn confirm_uploaded(&self, id: SealedId) -> Result<(), StoreError> {
-        let value = self
-            .inner
-            .segments
-            .remove(record_key(id))
-            .map_err(|e| StoreError::sled("remove segment record", &e))?
-            .ok_or_else(|| StoreError::not_found(format!("no sealed segment {id:?}")))?;
-        let (_, record) = decode_entry(&record_key(id), &value)?;
-        self.flush()?;
-        {
-            let mut stats = self.inner.stats.lock().expect("stats mutex poisoned");
-            stats.pending_segments -= 1;
-            stats.pending_bytes -= record.meta.bytes;
-        }
-        let path = self.inner.sealed_dir.join(&record.file_name);
-        if let Err(e) = fs::remove_file(&path) {
-            tracing::warn!(?id, path = %path.display(), error = %e, "cannot delete uploaded segment file");
-        }
-        Ok(())
+        self.remove_pending(id, "uploaded").map(|_| ())
     }
 
     /// Deletes a pending segment that will never be uploaded (the quota's drop-oldest policy):
@@ -658,6 +641,12 @@ impl SegmentBuffer {
     /// count: a drop is never silent. `NotFound` if `id` is not pending (e.g. its upload was
     /// confirmed first): then nothing was dropped.
     pub fn drop_pending(&self, id: SealedId) -> Result<SegmentMeta, StoreError> {
+        self.remove_pending(id, "dropped")
+    }
+
+    /// Removes a pending segment: index record first (flushed), then the file. Shared by
+    /// [`confirm_uploaded`](Self::confirm_uploaded) and [`drop_pending`](Self::drop_pending).
+    fn remove_pending(&self, id: SealedId, why: &'static str) -> Result<SegmentMeta, StoreError> {
         let value = self
             .inner
             .segments
@@ -673,7 +662,7 @@ impl SegmentBuffer {
         }
         let path = self.inner.sealed_dir.join(&record.file_name);
         if let Err(e) = fs::remove_file(&path) {
-            tracing::warn!(?id, path = %path.display(), error = %e, "cannot delete dropped segment file");
+            tracing::warn!(?id, path = %path.display(), error = %e, "cannot delete {why} segment file");
         }
         Ok(record.meta)
     }
