@@ -53,15 +53,7 @@ async fn report_handovers(control: Control, mut rx: mpsc::Receiver<(CameraId, Ep
     let me = control.cluster.id;
     while let Some((camera, epoch)) = rx.recv().await {
         loop {
-            let pending = {
-                let g = control.cluster.sm.lock();
-                g.state
-                    .camera(&camera)
-                    .and_then(|c| c.assignment)
-                    .and_then(|a| a.incoming)
-                    .is_some_and(|i| i.node == me && i.epoch == epoch)
-            };
-            if !pending {
+            if !control.cluster.sm.lock().state.handover_pending(&camera, me, epoch) {
                 break;
             }
             match control.propose(Command::HandoverReady { camera: camera.clone(), node: me, epoch }).await {
@@ -275,11 +267,7 @@ impl RunningNode {
     /// `timeout` passes. Skipped when no other node could take them.
     pub async fn drain_self(&self, timeout: Duration) {
         let me = self.ctx.node_id;
-        let others = {
-            let g = self.cluster.sm.lock();
-            g.state.nodes().iter().filter(|(id, n)| **id != me && n.status == NodeStatus::Active).count()
-        };
-        if others == 0 {
+        if !self.cluster.sm.lock().state.has_other_active_node(me) {
             tracing::info!("no other active node: stopping without a drain");
             return;
         }

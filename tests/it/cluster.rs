@@ -15,6 +15,16 @@ fn wall_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A settled cluster and the node a test is about to fault.
+struct Settled {
+    leader: u64,
+    /// camera → (owner, epoch) before the fault.
+    before: BTreeMap<String, (u64, u64)>,
+    victim: u64,
+    /// The victim's cameras.
+    moved: Vec<String>,
+}
+
 /// N node processes sharing one local object store.
 struct Cluster {
     dir: PathBuf,
@@ -129,6 +139,22 @@ impl Cluster {
         })
     }
 
+    /// Waits until every camera records and has segments stored, then picks a non-leader node
+    /// that owns cameras (the victim of the test's fault).
+    fn settle_and_pick_victim(&self) -> anyhow::Result<Settled> {
+        self.wait_all_recording(1, Duration::from_secs(60))?;
+        self.wait_segments(3)?;
+        let leader = self.leader(1)?.expect("leader");
+        let before = self.owners(leader)?;
+        let victim = *self
+            .nodes
+            .keys()
+            .find(|id| **id != leader && before.values().any(|(o, _)| o == *id))
+            .expect("a non-leader node that owns cameras");
+        let moved = before.iter().filter(|(_, (o, _))| *o == victim).map(|(k, _)| k.clone()).collect();
+        Ok(Settled { leader, before, victim, moved })
+    }
+
     /// Waits until the node's local buffer has no sealed segment left to upload.
     fn wait_flushed(&self, id: u64) -> anyhow::Result<()> {
         let sealed = self.nodes[&id].data.join("buffer/sealed");
@@ -142,17 +168,7 @@ impl Cluster {
 fn kill_9_of_a_node_moves_its_cameras_within_5_s() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut c = Cluster::start(dir.path(), 3, 3)?;
-    c.wait_all_recording(1, Duration::from_secs(60))?;
-    c.wait_segments(3)?;
-    let leader = c.leader(1)?.expect("leader");
-    let before = c.owners(leader)?;
-    let victim = *c
-        .nodes
-        .keys()
-        .find(|id| **id != leader && before.values().any(|(o, _)| o == *id))
-        .expect("a non-leader owner");
-    let moved: Vec<String> =
-        before.iter().filter(|(_, (o, _))| *o == victim).map(|(k, _)| k.clone()).collect();
+    let Settled { leader, before, victim, moved } = c.settle_and_pick_victim()?;
     let t_kill = wall_ms();
     c.nodes.get_mut(&victim).expect("victim").proc.kill();
 
@@ -296,14 +312,7 @@ fn drain_hands_over_every_camera_once_without_a_gap() -> anyhow::Result<()> {
 fn a_partitioned_node_stops_its_duplicates_quickly_after_it_returns() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let c = Cluster::start(dir.path(), 3, 3)?;
-    c.wait_all_recording(1, Duration::from_secs(60))?;
-    c.wait_segments(3)?;
-    let leader = c.leader(1)?.expect("leader");
-    let before = c.owners(leader)?;
-    let victim =
-        *c.nodes.keys().find(|id| **id != leader && before.values().any(|(o, _)| o == *id)).expect("victim");
-    let moved: Vec<String> =
-        before.iter().filter(|(_, (o, _))| *o == victim).map(|(k, _)| k.clone()).collect();
+    let Settled { leader, before, victim, moved } = c.settle_and_pick_victim()?;
     let pid = c.nodes[&victim].proc.pid().to_string();
     let t0 = wall_ms();
     std::process::Command::new("kill").args(["-STOP", &pid]).status()?;
@@ -359,14 +368,7 @@ fn a_partitioned_node_stops_its_duplicates_quickly_after_it_returns() -> anyhow:
 fn sigterm_drains_the_node_before_it_exits() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut c = Cluster::start(dir.path(), 3, 3)?;
-    c.wait_all_recording(1, Duration::from_secs(60))?;
-    c.wait_segments(3)?;
-    let leader = c.leader(1)?.expect("leader");
-    let before = c.owners(leader)?;
-    let victim =
-        *c.nodes.keys().find(|id| **id != leader && before.values().any(|(o, _)| o == *id)).expect("victim");
-    let moved: Vec<String> =
-        before.iter().filter(|(_, (o, _))| *o == victim).map(|(k, _)| k.clone()).collect();
+    let Settled { leader, victim, moved, .. } = c.settle_and_pick_victim()?;
     let t0 = wall_ms();
     let clean = c.nodes.get_mut(&victim).expect("victim").proc.terminate(Duration::from_secs(90))?;
     assert!(clean, "SIGTERM must end in a clean exit");

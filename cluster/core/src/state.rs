@@ -402,6 +402,18 @@ impl ClusterState {
         self.counts.get(&node).copied().unwrap_or_default()
     }
 
+    /// Whether some other node is Active, i.e. could take `node`'s cameras in a drain.
+    pub fn has_other_active_node(&self, node: NodeId) -> bool {
+        self.nodes.iter().any(|(id, n)| *id != node && n.status == NodeStatus::Active)
+    }
+
+    /// Whether `camera`'s handover to `node` at `epoch` is still waiting for `HandoverReady`.
+    pub fn handover_pending(&self, camera: &CameraId, node: NodeId, epoch: Epoch) -> bool {
+        self.camera(camera)
+            .and_then(|c| c.assignment)
+            .is_some_and(|a| a.incoming == Some(Incoming { node, epoch }))
+    }
+
     /// Cameras whose current owner is `node`, in id order.
     pub fn cameras_owned_by(&self, node: NodeId) -> impl Iterator<Item = &CameraRecord> {
         self.cameras.values().filter(move |c| c.assignment.map(|a| a.owner) == Some(node))
@@ -1225,6 +1237,24 @@ mod tests {
         let mut ok = cam("a");
         ok.labels = (0..LABELS_MAX).map(|i| (format!("k{i}"), "v".repeat(LABEL_VALUE_LEN_MAX))).collect();
         assert!(!refused(ok));
+    }
+
+    #[test]
+    fn drain_queries_see_other_nodes_and_pending_handovers() {
+        let mut s = ClusterState::new();
+        s.apply(Command::RegisterNode(node(1)));
+        s.apply(Command::PutCameras { cameras: vec![cam("a")], replace: false });
+        assert!(!s.has_other_active_node(1), "a lone node has nowhere to drain to");
+        s.apply(Command::RegisterNode(node(2)));
+        assert!(s.has_other_active_node(1));
+        s.apply(Command::Drain { node: 1 });
+        let a = s.camera(&CameraId::new("a").unwrap()).unwrap().assignment.unwrap();
+        let incoming = a.incoming.expect("handover planned");
+        let id = CameraId::new("a").unwrap();
+        assert!(s.handover_pending(&id, incoming.node, incoming.epoch));
+        assert!(!s.handover_pending(&id, incoming.node, incoming.epoch + 1));
+        s.apply(Command::HandoverReady { camera: id.clone(), node: incoming.node, epoch: incoming.epoch });
+        assert!(!s.handover_pending(&id, incoming.node, incoming.epoch));
     }
 
     #[test]
